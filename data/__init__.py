@@ -1,0 +1,1 @@
+"""Hand datasets: annotation readers, crops, augmentation, heatmap targets."""

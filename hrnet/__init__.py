@@ -1,0 +1,1 @@
+"""HRNet-W18 heatmap model and the training/evaluation core."""

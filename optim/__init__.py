@@ -1,0 +1,1 @@
+"""Lookahead and the optimizer / scheduler factory."""

@@ -1,0 +1,25 @@
+"""hrnet-hand: HRNet-W18 hand keypoints and a fair optimizer comparison."""
+from setuptools import find_packages, setup
+
+setup(
+    name="hrnet-hand",
+    version="0.1.0",
+    description="HRNet-W18 21-keypoint hand heatmaps and a trustworthy SGD/Adam/RMSprop/Lookahead comparison",
+    python_requires=">=3.9",
+    packages=find_packages(include=["configs", "hrnet", "hrnet.*", "data", "data.*", "optim", "optim.*"]),
+    install_requires=[
+        # Admit the releases on this machine's disk (torch 2.14.1 / torchvision 0.29.1) and older ones.
+        "torch>=2.1,<=2.14.1",
+        "torchvision>=0.16,<=0.29.1",
+        "timm>=0.9.16",
+        "albumentations>=1.4",
+        "opencv-python-headless>=4.8",
+        "tensorboard>=2.14",
+        "yacs>=0.1.8",
+        "tqdm>=4.60",
+        "matplotlib>=3.7",
+        "numpy>=1.24",
+        "pyyaml>=6.0",
+    ],
+    extras_require={"test": ["pytest>=7.4", "pytest-timeout>=2.1"]},
+)
