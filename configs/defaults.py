@@ -31,6 +31,7 @@ _C.MODEL.IMAGE_SIZE = [256, 256]  # network input [width, height] in pixels
 _C.MODEL.HEATMAP_SIZE = [64, 64]  # output heatmaps [width, height] (stride 4)
 _C.MODEL.SIGMA = 2.0  # Gaussian sigma of the target heatmaps, in heatmap pixels
 _C.MODEL.FINAL_CONV_KERNEL = 1  # kernel of the head's last conv (1 as in HRNet-Facial)
+_C.MODEL.BN_MOMENTUM = 0.01  # BatchNorm momentum of every layer (0.01 as in HRNet-Facial; timm uses 0.1)
 
 _C.DATASET = CN()
 _C.DATASET.FORMAT = "synthetic"  # synthetic | coco | csv
@@ -51,6 +52,9 @@ _C.DATASET.HUE = 10  # hue shift limit (degrees of OpenCV hue)
 _C.DATASET.SATURATION = 20  # saturation shift limit
 _C.DATASET.BLUR_PROB = 0.1  # probability of a Gaussian blur
 _C.DATASET.NOISE_PROB = 0.1  # probability of Gaussian noise
+_C.DATASET.COLOR_PROB = 0.5  # probability of each of the brightness/contrast and hue/saturation jitters
+_C.DATASET.NOISE_STD = 0.04  # Gaussian noise std drawn from [NOISE_STD / 4, NOISE_STD], fraction of 255
+_C.DATASET.REDUCED_DECODE = True  # decode a JPEG at 1/2, 1/4, 1/8 size when the crop downsamples it that much anyway (faster)
 _C.DATASET.ON_BAD_SAMPLE = "error"  # error | skip: what a bad annotation does (skip warns)
 _C.DATASET.SYNTHETIC = CN()
 _C.DATASET.SYNTHETIC.NUM_TRAIN = 21120  # images rendered for the training split

@@ -3,6 +3,7 @@
     python tools/benchmark.py train-step --cfg FILE [--json] [KEY VALUE ...]
     python tools/benchmark.py data       --cfg FILE [--json] [KEY VALUE ...]
     python tools/benchmark.py optimizer  --cfg FILE [--json] [KEY VALUE ...]
+    python tools/benchmark.py decode     --cfg FILE [--json] [KEY VALUE ...]
 
 Each subcommand prints a human-readable summary, or one JSON object with ``--json``.
 """
@@ -19,24 +20,278 @@ from configs import load_config
 
 
 def bench_train_step(cfg, args: argparse.Namespace) -> Dict[str, Any]:
-    """fwd + bwd + optimizer step throughput; ``images_per_s`` is the median over timed steps."""
-    raise NotImplementedError("train-step benchmark: issue 2")
+    """fwd + bwd + optimizer step throughput; ``images_per_s`` is the median over timed steps.
+
+    One step = zero_grad, forward, MSE loss, backward, optimizer step on a fixed random batch of
+    TRAIN.BATCH_SIZE_PER_GPU images of MODEL.IMAGE_SIZE (no data loading). The optimizer is
+    ``optim.build_optimizer(cfg, model)`` when it exists, else ``torch.optim.Adam(lr=TRAIN.LR)``.
+    ``--compare`` also times the model in contiguous NCHW (the official code's layout) and
+    ``channels_last``, interleaving the variants step by step so that a load change on a shared
+    machine hits both alike; ``speedup_vs_nchw`` is the ratio of their medians.
+    """
+    import statistics
+    import time
+
+    import torch
+    import torch.nn.functional as F
+
+    from hrnet import build_model
+
+    if getattr(args, "threads", 0):
+        torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if cfg.DEVICE == "cuda" or (cfg.DEVICE == "auto" and torch.cuda.is_available())
+                          else "cpu")
+    batch = cfg.TRAIN.BATCH_SIZE_PER_GPU
+    w, h = cfg.MODEL.IMAGE_SIZE
+    hw, hh = cfg.MODEL.HEATMAP_SIZE
+    steps = args.steps or 5
+    warmup = args.warmup if args.warmup >= 0 else 2
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[cfg.AMP.DTYPE]
+    layouts = [False, True] if getattr(args, "compare", False) else [bool(cfg.CHANNELS_LAST)]
+    try:
+        from optim import build_optimizer
+    except ImportError:
+        build_optimizer = None
+
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randn(batch, 3, h, w, generator=gen).to(device)
+    target = torch.rand(batch, cfg.MODEL.NUM_JOINTS, hh, hw, generator=gen).to(device)
+
+    variants = []
+    for channels_last in layouts:
+        torch.manual_seed(cfg.SEED)
+        model = build_model(cfg).to(device).train()
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        model = model.to(memory_format=fmt)
+        opt = (build_optimizer(cfg, model) if build_optimizer is not None
+               else torch.optim.Adam(model.parameters(), lr=cfg.TRAIN.LR))
+        variants.append(("channels_last" if channels_last else "nchw", model, opt,
+                         images.contiguous(memory_format=fmt), []))
+
+    def step(model, opt, x) -> float:
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=cfg.AMP.ENABLED):
+            out = model(x)
+        loss = F.mse_loss(out.float(), target)
+        loss.backward()
+        opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+    for i in range(warmup + steps):  # interleaved: variant A, variant B, A, B ...
+        for _, model, opt, x, times in variants:
+            dt = step(model, opt, x)
+            if i >= warmup:
+                times.append(dt)
+
+    result: Dict[str, Any] = {}
+    for name, _, _, _, times in variants:
+        result[f"images_per_s_{name}"] = round(batch / statistics.median(times), 3)
+        result[f"step_s_{name}"] = [round(t, 3) for t in times]
+    main_name = variants[-1][0]
+    result["images_per_s"] = result[f"images_per_s_{main_name}"]
+    if len(variants) > 1:
+        result["speedup_vs_nchw"] = round(result["images_per_s"] / result["images_per_s_nchw"], 3)
+    result.update(model=cfg.MODEL.NAME, batch=batch, image_size=[w, h], channels_last=main_name == "channels_last",
+                  amp=cfg.AMP.DTYPE if cfg.AMP.ENABLED else "off", device=str(device),
+                  threads=torch.get_num_threads(), optimizer=type(variants[-1][2]).__name__,
+                  warmup=warmup, steps=steps, torch=torch.__version__)
+    return result
 
 
 def bench_data(cfg, args: argparse.Namespace) -> Dict[str, Any]:
-    """Training data pipeline throughput in one process; ``samples_per_s``."""
-    raise NotImplementedError("data benchmark: issue 3")
+    """Training data pipeline throughput in one process; ``samples_per_s``.
+
+    Builds the training dataset (``build_s``: annotation parsing and image header checks), then
+    times ``dataset[i]`` (read, decode, crop, augment, targets, normalised tensor) for ``--steps``
+    samples (default 1000, cycling through the set in order) after ``--warmup`` (default 20), with
+    OpenCV and torch on one thread, as in one DataLoader worker. No collation, no pinning.
+    """
+    import time
+
+    import cv2
+    import torch
+
+    from data import build_dataset
+
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+    torch.manual_seed(cfg.SEED)
+    t0 = time.perf_counter()
+    dataset = build_dataset(cfg, is_train=True)
+    build_s = time.perf_counter() - t0
+    n = len(dataset)
+    steps = args.steps or 1000
+    warmup = 20 if args.warmup < 0 else args.warmup
+    for i in range(warmup):
+        dataset[i % n]
+    t0 = time.perf_counter()
+    for i in range(warmup, warmup + steps):
+        dataset[i % n]
+    elapsed = time.perf_counter() - t0
+    return {
+        "samples_per_s": steps / elapsed,
+        "ms_per_sample": 1000.0 * elapsed / steps,
+        "steps": steps,
+        "num_samples": n,
+        "format": cfg.DATASET.FORMAT,
+        "annotations": dataset.source,
+        "build_s": build_s,
+        "color_aug": bool(cfg.DATASET.COLOR_AUG),
+        "reduced_decode": bool(cfg.DATASET.REDUCED_DECODE),
+        "threads": 1,
+    }
 
 
 def bench_optimizer(cfg, args: argparse.Namespace) -> Dict[str, Any]:
-    """``step()`` time of the inner optimizer alone and wrapped in Lookahead on HRNet-W18 parameters."""
-    raise NotImplementedError("optimizer benchmark: issue 5")
+    """``step()`` time of the inner optimizer alone and wrapped in Lookahead on HRNet-W18 parameters.
+
+    The parameters of ``hrnet.build_model(cfg)`` get fixed synthetic gradients (N(0, 1e-3)); three
+    optimizers with their own state step them: the inner one (``TRAIN.LOOKAHEAD.INNER`` when
+    ``TRAIN.OPTIMIZER`` is lookahead, else ``TRAIN.OPTIMIZER``, from ``optim.build_optimizer``),
+    ``optim.Lookahead`` around another instance (``TRAIN.LOOKAHEAD.K/ALPHA/PULLBACK``), and
+    ``timm.optim.Lookahead`` (same k, alpha) around a third. After one untimed cycle each, rounds of
+    blocks of 2 whole k-cycles are timed, the three interleaved in a rotating order so that load
+    changes on a shared machine hit all alike. ``*_ms_per_step`` are medians over rounds of the
+    block mean (a sync included in every block); ``ratio`` = lookahead / inner of those medians,
+    ``ratio_paired`` the median of the per-round ratios. ``--steps``: timed steps per optimizer
+    (default 90, rounded up to whole blocks).
+    """
+    import math
+    import os
+    import statistics
+    import time
+
+    import torch
+
+    from hrnet import build_model
+    from optim import Lookahead, build_optimizer
+
+    if getattr(args, "threads", 0):
+        torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if cfg.DEVICE == "cuda" or (cfg.DEVICE == "auto" and torch.cuda.is_available())
+                          else "cpu")
+    la = cfg.TRAIN.LOOKAHEAD
+    inner_name = la.INNER if cfg.TRAIN.OPTIMIZER == "lookahead" else cfg.TRAIN.OPTIMIZER
+    inner_cfg = cfg.clone()
+    inner_cfg.defrost()
+    inner_cfg.TRAIN.OPTIMIZER = inner_name
+
+    torch.manual_seed(cfg.SEED)
+    model = build_model(cfg).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.grad = torch.randn_like(p).mul_(1e-3)  # randn_like keeps channels_last strides
+
+    variants = {"inner": build_optimizer(inner_cfg, model),
+                "lookahead": Lookahead(build_optimizer(inner_cfg, model), k=la.K, alpha=la.ALPHA,
+                                       pullback_momentum=la.PULLBACK)}
+    try:
+        from timm.optim import Lookahead as TimmLookahead
+
+        variants["timm_lookahead"] = TimmLookahead(build_optimizer(inner_cfg, model), alpha=la.ALPHA, k=la.K)
+    except ImportError:
+        pass
+
+    block = 2 * la.K
+    rounds = max(1, math.ceil((args.steps or 90) / block))
+    warmup_cycles = 1 if args.warmup < 0 else args.warmup
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def run(opt, steps: int) -> float:
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            opt.step()
+        sync()
+        return 1000.0 * (time.perf_counter() - t0) / steps
+
+    load_before = os.getloadavg()
+    for opt in variants.values():
+        if warmup_cycles:
+            run(opt, warmup_cycles * la.K)  # creates the optimizer state (and timm's lazy slow buffers)
+    names = list(variants)
+    times: Dict[str, list] = {n: [] for n in names}
+    for r in range(rounds):
+        for n in names[r % len(names):] + names[:r % len(names)]:
+            times[n].append(run(variants[n], block))
+    med = {n: statistics.median(t) for n, t in times.items()}
+    result: Dict[str, Any] = {
+        "inner_ms_per_step": round(med["inner"], 3),
+        "lookahead_ms_per_step": round(med["lookahead"], 3),
+        "ratio": round(med["lookahead"] / med["inner"], 4),
+        "ratio_paired": round(statistics.median(a / b for a, b in zip(times["lookahead"], times["inner"])), 4),
+    }
+    if "timm_lookahead" in med:
+        result["timm_lookahead_ms_per_step"] = round(med["timm_lookahead"], 3)
+        result["timm_ratio"] = round(med["timm_lookahead"] / med["inner"], 4)
+    result.update(
+        inner=inner_name, inner_class=type(variants["inner"]).__name__,
+        foreach=variants["inner"].defaults.get("foreach"), k=la.K, alpha=la.ALPHA, pullback=la.PULLBACK,
+        num_tensors=len(params), num_params=sum(p.numel() for p in params), model=cfg.MODEL.NAME,
+        device=str(device), threads=torch.get_num_threads(), rounds=rounds, steps_per_block=block,
+        block_ms_per_step={n: [round(t, 2) for t in ts] for n, ts in times.items()},
+        loadavg_before=[round(x, 2) for x in load_before], loadavg_after=[round(x, 2) for x in os.getloadavg()],
+        torch=torch.__version__)
+    return result
+
+
+def bench_decode(cfg, args: argparse.Namespace) -> Dict[str, Any]:
+    """Evaluation post-processing of 3000 images (``--steps`` overrides): decode random
+    (B, J, h, w) heatmaps in TEST.BATCH_SIZE_PER_GPU chunks (argmax and DARK), map them to
+    image pixels, then ``compute_metrics``. Heatmap generation is not timed."""
+    import os
+    import time
+
+    import numpy as np
+    import torch
+
+    from data.transforms import transform_points
+    from hrnet.heatmaps import decode_heatmaps
+    from hrnet.metrics import compute_metrics
+
+    if getattr(args, "threads", 0):
+        torch.set_num_threads(args.threads)
+    n, chunk = args.steps or 3000, int(cfg.TEST.BATCH_SIZE_PER_GPU)
+    j, (w, h) = int(cfg.MODEL.NUM_JOINTS), cfg.MODEL.HEATMAP_SIZE
+    gen = torch.Generator().manual_seed(0)
+    rng = np.random.default_rng(0)
+    mats = np.tile(np.array([[4.0, 0.0, 10.0], [0.0, 4.0, 20.0]]), (chunk, 1, 1))
+    joints = np.concatenate([rng.uniform(0, 256, (n, j, 2)), np.full((n, j, 1), 2.0)], axis=2)
+    bbox = np.tile([0.0, 0.0, 200.0, 180.0], (n, 1))
+    cuda = cfg.DEVICE == "cuda" or (cfg.DEVICE == "auto" and torch.cuda.is_available())
+    device = torch.device("cuda" if cuda else "cpu")
+    result: Dict[str, Any] = {"images": n, "joints": j, "heatmap": [w, h], "chunk": chunk, "device": str(device),
+                              "threads": torch.get_num_threads(), "loadavg_before": list(os.getloadavg())}
+    for method in ("argmax", "dark"):
+        spent, preds = 0.0, []
+        for start in range(0, n, chunk):
+            b = min(chunk, n - start)
+            hm = torch.rand(b, j, h, w, generator=gen).to(device)
+            if cuda:
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            xy, _ = decode_heatmaps(hm, method)
+            preds.append(transform_points(xy.double().cpu().numpy(), mats[:b]))
+            spent += time.perf_counter() - t0
+        result[f"decode_{method}_s"] = round(spent, 3)
+    t0 = time.perf_counter()
+    compute_metrics(np.concatenate(preds), joints, bbox, cfg)
+    result["metrics_s"] = round(time.perf_counter() - t0, 3)
+    result["loadavg_after"] = list(os.getloadavg())
+    return result
 
 
 BENCHMARKS: Dict[str, Callable[[Any, argparse.Namespace], Dict[str, Any]]] = {
     "train-step": bench_train_step,
     "data": bench_data,
     "optimizer": bench_optimizer,
+    "decode": bench_decode,
 }
 
 
@@ -47,8 +302,11 @@ def main(argv=None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--steps", type=int, default=0, help="timed iterations (0 = the benchmark's default)")
     parser.add_argument("--warmup", type=int, default=-1, help="untimed warm-up iterations (-1 = default)")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
-    args = parser.parse_args(argv)
+    parser.add_argument("--compare", action="store_true", help="train-step: also time contiguous NCHW in the same run")
+    parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0 = torch's default)")
+    parser.add_argument("opts", nargs="*", help="KEY VALUE config overrides")
+    # intermixed: options may follow the subcommand (REMAINDER would swallow them as overrides)
+    args = parser.parse_intermixed_args(argv)
     cfg = load_config(args.cfg, args.opts)
     result = BENCHMARKS[args.which](cfg, args)
     if args.json:

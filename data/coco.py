@@ -1,0 +1,99 @@
+"""COCO-style hand keypoint annotations -> :class:`HandRecord` s.
+
+Reads the layouts hand datasets ship in (OneHand10K, RHD, FreiHAND, CMU Panoptic hand,
+COCO-WholeBody-Hand as laid out by mmpose, and this project's synthetic set):
+
+* ``images[]``: ``id``, ``file_name`` (relative to the image root); other fields ignored.
+* ``annotations[]``: ``image_id``, ``id``, ``bbox`` ``[x, y, w, h]`` and ``keypoints``, either a
+  flat list of ``3 J`` numbers or ``J`` ``[x, y, v]`` triples (``v`` int or float, 0 = unlabelled).
+  A missing ``id`` falls back to the annotation's index in the list.
+* COCO-WholeBody: an annotation with ``lefthand_kpts`` / ``righthand_kpts`` gives one sample per
+  hand whose ``*hand_valid`` is true (absent = true), boxed by ``*hand_box``; its body
+  ``keypoints`` are ignored. Annotation id of a hand: ``2 * id`` (left) and ``2 * id + 1``
+  (right), unique across the file.
+
+Extra fields (``categories``, ``segmentation``, ``num_keypoints`` ...) are ignored.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, List
+
+from .records import BadSampleError, BadSamples, HandRecord, make_record
+
+__all__ = ["read_coco"]
+
+_HANDS = (("left", 0), ("right", 1))
+
+
+def _load_json(ann_file: str) -> Dict[str, Any]:
+    try:
+        with open(ann_file, "r", encoding="utf-8") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{ann_file}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list) \
+            or not isinstance(data.get("annotations"), list):
+        raise ValueError(f"{ann_file}: a COCO-style file needs 'images' and 'annotations' lists")
+    return data
+
+
+def read_coco(ann_file: str, image_root: str, num_joints: int = 21, on_bad: str = "error") -> List[HandRecord]:
+    """All hand samples of a COCO-style keypoint file, in file order.
+
+    Args:
+        ann_file: the JSON file.
+        image_root: folder the ``file_name`` s are relative to.
+        num_joints: keypoints per hand (J).
+        on_bad: ``error`` raises :class:`BadSampleError` at the first bad annotation (naming the
+            file and annotation id); ``skip`` leaves bad ones out with one summary warning.
+    Returns:
+        Records with ``bbox`` (4,) and ``keypoints`` (J, 3) in original image pixels. Image files
+        are not opened here (``data.dataset`` checks them).
+    """
+    data = _load_json(ann_file)
+    bad = BadSamples(on_bad, ann_file)
+    images: Dict[Any, str] = {}
+    for i, img in enumerate(data["images"]):
+        if not isinstance(img, dict) or "id" not in img or "file_name" not in img:
+            raise ValueError(f"{ann_file}: images[{i}] needs 'id' and 'file_name'")
+        if not isinstance(img["id"], int) or isinstance(img["id"], bool):
+            raise ValueError(f"{ann_file}: images[{i}] id must be an integer, got {img['id']!r}")
+        images[img["id"]] = img["file_name"]
+
+    records: List[HandRecord] = []
+    for index, ann in enumerate(data["annotations"]):
+        ann_id = ann.get("id", index) if isinstance(ann, dict) else index
+        try:
+            if not isinstance(ann, dict):
+                raise BadSampleError(f"{ann_file} annotation index {index}: not an object")
+            where = f"{ann_file} annotation id {ann_id}"
+            image_id = ann.get("image_id")
+            if not isinstance(image_id, (int, str)) or image_id not in images:
+                raise BadSampleError(f"{where}: image_id {image_id!r} has no entry in images[]")
+            path = os.path.join(image_root, images[image_id])
+            if not isinstance(image_id, int) or not isinstance(ann_id, int):
+                raise BadSampleError(f"{where}: image_id and id must be integers")
+            if "lefthand_kpts" in ann or "righthand_kpts" in ann:
+                hands = [(f"{where} ({side} hand, sample id {2 * ann_id + k})", 2 * ann_id + k,
+                          ann.get(f"{side}hand_box"), ann[f"{side}hand_kpts"])
+                         for side, k in _HANDS
+                         if f"{side}hand_kpts" in ann and ann.get(f"{side}hand_valid", True)]
+            else:
+                if "keypoints" not in ann:
+                    raise BadSampleError(f"{where}: no 'keypoints'")
+                hands = [(where, ann_id, ann.get("bbox"), ann["keypoints"])]
+        except BadSampleError as exc:
+            bad(exc)
+            continue
+        for hand_where, hand_id, box, kpts in hands:
+            try:
+                rec = make_record(path, image_id, hand_id, box, kpts, num_joints, hand_where, bad)
+            except BadSampleError as exc:
+                bad(exc)
+                continue
+            if rec is not None:
+                records.append(rec)
+    bad.report()
+    return records

@@ -1,0 +1,83 @@
+"""Checkpoints: atomic save, weights_only load, clear errors, RNG capture/restore."""
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from hrnet import checkpoint as ck
+
+
+def _draws(gen):
+    return (random.random(), random.gauss(0, 1), float(np.random.rand()), float(np.random.randn()),
+            torch.rand(3).tolist(), torch.randint(0, 1000, (2,), generator=gen).tolist())
+
+
+def test_roundtrip_is_weights_only_loadable(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    opt = torch.optim.Adam(model.parameters())
+    model(torch.rand(2, 3, 8, 8)).sum().backward()
+    opt.step()
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, [2, 3])
+    gen = torch.Generator().manual_seed(1)
+    state = {"state_dict": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+             "rng": [ck.get_rng_state(gen)], "epoch": 3, "best_nme": float("inf"), "history": [{"NME": 0.1}],
+             "config": "TRAIN:\n  LR: 0.001\n"}
+    path = tmp_path / "c.pth"
+    ck.save_checkpoint(state, path)
+    loaded = ck.load_checkpoint(path)  # weights_only=True inside
+    assert loaded["epoch"] == 3 and loaded["config"] == state["config"] and loaded["best_nme"] == float("inf")
+    for k, v in model.state_dict().items():
+        assert torch.equal(loaded["state_dict"][k], v)
+    torch.optim.Adam(model.parameters()).load_state_dict(loaded["optimizer"])
+    assert os.listdir(tmp_path) == ["c.pth"]  # no temporary file left behind
+
+
+def test_rng_state_restores_every_stream(tmp_path):
+    gen = torch.Generator().manual_seed(7)
+    random.seed(3)
+    np.random.seed(4)
+    random.gauss(0, 1)  # leaves a cached gaussian in python's state
+    np.random.randn()  # and one in numpy's legacy state
+    ck.save_checkpoint({"rng": ck.get_rng_state(gen)}, tmp_path / "r.pth")
+    first = _draws(gen)
+    ck.set_rng_state(ck.load_checkpoint(tmp_path / "r.pth")["rng"], gen)
+    assert _draws(gen) == first
+
+
+def test_failed_save_keeps_the_previous_file(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint_latest.pth"
+    ck.save_checkpoint({"epoch": 1}, path)
+
+    def broken_save(obj, f):
+        f.write(b"partial garbage")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ck.torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        ck.save_checkpoint({"epoch": 2}, path)
+    monkeypatch.undo()
+    assert ck.load_checkpoint(path)["epoch"] == 1
+    assert os.listdir(tmp_path) == ["checkpoint_latest.pth"]
+
+
+def test_load_errors_name_the_file(tmp_path):
+    with pytest.raises(ck.CheckpointError, match="not found: .*missing.pth"):
+        ck.load_checkpoint(tmp_path / "missing.pth")
+    bad = tmp_path / "corrupt.pth"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ck.CheckpointError, match="corrupt.pth"):
+        ck.load_checkpoint(bad)
+    unsafe = tmp_path / "unsafe.pth"
+    torch.save({"obj": ck.CheckpointError("pickled object")}, unsafe)  # not weights_only-loadable
+    with pytest.raises(ck.CheckpointError, match="unsafe.pth"):
+        ck.load_checkpoint(unsafe)
+
+
+def test_extract_state_dict():
+    w = torch.zeros(2)
+    assert list(ck.extract_state_dict({"state_dict": {"module.a": w}})) == ["a"]
+    assert list(ck.extract_state_dict({"a": w})) == ["a"]
+    with pytest.raises(ck.CheckpointError, match="no model state_dict"):
+        ck.extract_state_dict({"epoch": 3}, "x.pth")

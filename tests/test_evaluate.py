@@ -1,0 +1,212 @@
+"""hrnet.evaluate (inference loop, flip test, COCO results) and tools/test.py (oracle, checkpoints)."""
+import importlib.util
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from conftest import ROOT, make_cfg
+from data.transforms import get_affine_transform, transform_points
+from hrnet.evaluate import flip_back, run_inference, to_coco_results
+
+TINY = ["MODEL.NAME", "hrnet_w18_small", "MODEL.IMAGE_SIZE", "[128,128]", "MODEL.HEATMAP_SIZE", "[32,32]"]
+METRIC_KEYS = {"NME", "failure_rate@0.1", "PCK@0.2", "AUC", "EPE", "num_images", "per_joint_NME"}
+
+
+def _load_test_tool():
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    spec = importlib.util.spec_from_file_location("hrnet_test_tool", os.path.join(ROOT, "tools", "test.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def test_tool():
+    return _load_test_tool()
+
+
+class BlobModel(nn.Module):
+    """Heatmap j = channel j of the input, 4x4 average-pooled: pooling cell h averages input
+    pixels 4h .. 4h+3, centred on 4h + 1.5 as the project's convention, and it commutes with
+    the horizontal flip. A Gaussian blob drawn at input pixel q comes out centred on (q - 1.5) / 4."""
+
+    def __init__(self):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        return F.avg_pool2d(x, 4) + self.bias
+
+
+def _blob_samples(cfg, n=6, seed=0):
+    """Samples as data.build_dataset makes them, with a 3-joint hand drawn as Gaussian blobs."""
+    rng = np.random.default_rng(seed)
+    size, hm_size = cfg.MODEL.IMAGE_SIZE, cfg.MODEL.HEATMAP_SIZE
+    grid = np.arange(size[0], dtype=np.float64)
+    items = []
+    for i in range(n):
+        center = rng.uniform(150, 250, 2)
+        scale = np.array([200.0, 200.0]) * rng.uniform(0.8, 1.2)
+        joints = np.concatenate([center + rng.uniform(-50, 50, (3, 2)), np.full((3, 1), 2.0)], 1)
+        q = transform_points(joints[:, :2], get_affine_transform(center, scale, 0.0, size))
+        sig = 4.0 * cfg.MODEL.SIGMA  # input pixels
+        img = (np.exp(-((grid[None, :, None] - q[:, None, None, 1]) ** 2
+                        + (grid[None, None, :] - q[:, None, None, 0]) ** 2) / (2 * sig ** 2)))
+        items.append({
+            "image": torch.from_numpy(img.astype(np.float32)),
+            "target": torch.zeros(3, hm_size[1], hm_size[0]),
+            "target_weight": torch.ones(3),
+            "meta": {"image_id": 100 + i, "ann_id": 200 + i, "joints": joints.astype(np.float32),
+                     "bbox": np.array([*(center - 60), 120, 100], dtype=np.float32),
+                     "hm_to_img": get_affine_transform(center, scale, 0.0, hm_size, inverse=True)},
+        })
+    return items
+
+
+@pytest.mark.parametrize("decode", ["argmax", "dark"])
+def test_run_inference_maps_back_to_image_pixels_and_flip_test_is_unbiased(decode):
+    opts = TINY + ["MODEL.NUM_JOINTS", "3", "TEST.DECODE", decode]
+    cfg = make_cfg(opts=opts)
+    cfg_flip = make_cfg(opts=opts + ["TEST.FLIP_TEST", "True"])
+    items = _blob_samples(cfg)
+    loader = DataLoader(items, batch_size=4)
+    model = BlobModel().train()
+    out = run_inference(model, loader, cfg, torch.device("cpu"), progress=False)
+    out_flip = run_inference(model, loader, cfg_flip, torch.device("cpu"), progress=False)
+    assert model.training  # mode restored
+    gt = np.stack([it["meta"]["joints"] for it in items])
+    assert out["preds"].shape == (6, 3, 2) and out["scores"].shape == (6, 3)
+    np.testing.assert_array_equal(out["ann_id"], np.arange(200, 206))
+    np.testing.assert_array_equal(out["image_id"], np.arange(100, 106))
+    np.testing.assert_array_equal(out["joints"], gt)
+    # 1 heatmap px = scale / 32 ~ 6 original px; argmax is within a quarter of it, DARK far closer.
+    err = np.linalg.norm(out["preds"] - gt[..., :2], axis=-1)
+    px = 240.0 / 32
+    assert err.max() < (0.36 * px if decode == "argmax" else 0.05 * px)
+    # The model commutes with the flip, so an exact flip-back leaves the prediction unchanged;
+    # a one-pixel shift (official HRNet's convention) would move it by half a heatmap pixel.
+    np.testing.assert_allclose(out_flip["preds"], out["preds"], atol=1e-3)
+    assert "loss_sum" not in out
+
+
+def test_flip_back_is_the_mirror_of_the_input_flip():
+    """Input x -> W-1-x equals heatmap x -> w-1-x for the 4h + 1.5 convention (average pooling)."""
+    x = torch.rand(2, 3, 64, 64)
+    torch.testing.assert_close(flip_back(F.avg_pool2d(torch.flip(x, dims=[3]), 4)), F.avg_pool2d(x, 4))
+
+
+def test_run_inference_sums_the_loss_and_uses_channels_last():
+    cfg = make_cfg(opts=TINY + ["MODEL.NUM_JOINTS", "3", "CHANNELS_LAST", "True"])
+    items = _blob_samples(cfg, n=5)
+    seen = []
+
+    class Probe(BlobModel):
+        def forward(self, x):
+            seen.append(x.is_contiguous(memory_format=torch.channels_last))
+            return super().forward(x)
+
+    def criterion(out, target, weight):
+        return ((out - target) ** 2 * weight[..., None, None]).mean()
+
+    out = run_inference(Probe(), DataLoader(items, batch_size=2), cfg, "cpu", criterion=criterion, progress=False)
+    assert all(seen) and len(seen) == 3
+    pooled = torch.stack([F.avg_pool2d(it["image"], 4) for it in items])
+    assert out["count"] == 5
+    assert out["loss_sum"] / out["count"] == pytest.approx(float((pooled ** 2).mean()), rel=1e-5)
+
+
+def test_heatmap_size_mismatch_names_the_key():
+    cfg = make_cfg(opts=TINY + ["MODEL.NUM_JOINTS", "3", "MODEL.HEATMAP_SIZE", "[16,16]"])
+    items = _blob_samples(make_cfg(opts=TINY + ["MODEL.NUM_JOINTS", "3"]), n=2)
+    with pytest.raises(ValueError, match="MODEL.HEATMAP_SIZE"):
+        run_inference(BlobModel(), DataLoader(items, batch_size=2), cfg, "cpu", progress=False)
+
+
+def test_coco_results_format():
+    res = {"preds": np.arange(2 * 21 * 2, dtype=np.float64).reshape(2, 21, 2),
+           "scores": np.linspace(0, 1, 42).reshape(2, 21), "image_id": np.array([7, 7]),
+           "ann_id": np.array([70, 71])}
+    out = to_coco_results(res)
+    assert [r["id"] for r in out] == [70, 71] and all(r["image_id"] == 7 and r["category_id"] == 1 for r in out)
+    assert len(out[0]["keypoints"]) == 63
+    assert out[1]["keypoints"][:3] == [42.0, 43.0, pytest.approx(res["scores"][1, 0])]
+    assert out[1]["score"] == pytest.approx(res["scores"][1].mean())
+    json.dumps(out)  # plain Python types
+
+
+def _real(real_hands, which):
+    folder, ann = {"onehand10k": ("onehand10k", "test_onehand10k.json"),
+                   "freihand": ("freihand", "test_freihand.json")}[which]
+    return ["DATASET.FORMAT", "coco", "DATASET.ROOT", os.path.join(real_hands, folder),
+            "DATASET.TESTSET", ann, "WORKERS", "0"]
+
+
+@pytest.mark.parametrize("which", ["onehand10k", "freihand"])
+@pytest.mark.parametrize("decode", ["argmax", "dark"])
+def test_oracle_floor_on_real_hands(test_tool, real_hands, tmp_path, which, decode):
+    out = tmp_path / "oracle"
+    assert test_tool.main(["--oracle", "--no-progress", "--out", str(out), "TEST.DECODE", decode]
+                          + _real(real_hands, which)) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["num_images"] == {"onehand10k": 4, "freihand": 8}[which]
+    assert metrics["NME"] < 0.01
+    if decode == "dark":  # DARK inverts a Gaussian target exactly: the conventions agree
+        assert metrics["NME"] < 1e-4
+    assert metrics["PCK@0.2"] == 1.0
+
+
+def test_test_tool_writes_both_json_files_for_a_checkpoint(test_tool, real_hands, tmp_path):
+    from hrnet import build_model
+
+    cfg = make_cfg(opts=TINY)
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    ckpt = tmp_path / "model_best.pth"
+    torch.save({"state_dict": model.state_dict(), "epoch": 3, "NME": 0.5}, ckpt)
+    out = tmp_path / "eval"
+    assert test_tool.main(["--model-file", str(ckpt), "--out", str(out), "--no-progress",
+                           "TEST.FLIP_TEST", "True"] + TINY + _real(real_hands, "freihand")) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert METRIC_KEYS <= set(metrics)
+    assert metrics["num_images"] == 8 and len(metrics["per_joint_NME"]) == 21
+    assert 0 <= metrics["failure_rate@0.1"] <= 1 and metrics["NME"] > 0
+    preds = json.loads((out / "predictions.json").read_text())
+    assert len(preds) == 8
+    assert set(preds[0]) == {"image_id", "category_id", "keypoints", "score", "id"}
+    assert len(preds[0]["keypoints"]) == 63
+    with open(out / "ced.png", "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_checkpoint_layouts_and_bad_files(test_tool, tmp_path):
+    from hrnet import build_model
+    from hrnet.checkpoint import CheckpointError
+
+    cfg = make_cfg(opts=TINY + ["MODEL.NUM_JOINTS", "3"])
+    torch.manual_seed(1)
+    sd = build_model(cfg).state_dict()
+    layouts = {"run.pth": {"state_dict": sd}, "model.pth": {"model": sd},
+               "plain.pth": {"module." + k: v for k, v in sd.items()}}
+    for name, obj in layouts.items():
+        torch.save(obj, tmp_path / name)
+        loaded = test_tool.load_model(make_cfg(opts=TINY + ["MODEL.NUM_JOINTS", "3"], freeze=False),
+                                      str(tmp_path / name), torch.device("cpu"))
+        assert not loaded.training
+        for k, v in loaded.state_dict().items():
+            assert torch.equal(v, sd[k]), (name, k)
+    with pytest.raises(CheckpointError, match="not found"):
+        test_tool.load_model(make_cfg(opts=TINY), str(tmp_path / "missing.pth"), torch.device("cpu"))
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="junk.pth"):
+        test_tool.load_model(make_cfg(opts=TINY), str(tmp_path / "junk.pth"), torch.device("cpu"))
+    with pytest.raises(CheckpointError, match="run.pth.*MODEL.NUM_JOINTS 21"):  # 3-joint weights, 21-joint model
+        test_tool.load_model(make_cfg(opts=TINY), str(tmp_path / "run.pth"), torch.device("cpu"))
+    with pytest.raises(SystemExit):
+        test_tool.main(["--no-progress"])  # neither --model-file nor --oracle

@@ -1,0 +1,188 @@
+"""End-to-end training on tiny data: run files, TensorBoard tags, exact resume, NaN stop, SIGTERM."""
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import ROOT, make_cfg
+from hrnet import trainer as trainer_mod
+from hrnet.checkpoint import load_checkpoint
+from hrnet.trainer import BEST, LATEST, METRICS, NonFiniteLossError, Trainer
+
+# A tiny model on the 8 real FreiHAND samples (train = test): a whole epoch takes well under a second.
+TINY = ["MODEL.NAME", "hrnet_w18_small", "MODEL.IMAGE_SIZE", "[64, 64]", "MODEL.HEATMAP_SIZE", "[16, 16]",
+        "MODEL.SIGMA", "1.0", "DATASET.FORMAT", "coco", "DATASET.TRAINSET", "test_freihand.json",
+        "DATASET.TESTSET", "test_freihand.json", "TRAIN.BATCH_SIZE_PER_GPU", "4", "TEST.BATCH_SIZE_PER_GPU", "4",
+        "WORKERS", "0", "PRINT_FREQ", "1"]
+LOOKAHEAD = os.path.join(ROOT, "experiments", "hand_lookahead_adam.yaml")
+pytestmark = pytest.mark.timeout(240)  # a hang (e.g. a stuck DataLoader worker) fails instead of blocking
+
+
+def tiny_cfg(real_hands, out, *opts, yaml=LOOKAHEAD):
+    return make_cfg(yaml, TINY + ["DATASET.ROOT", os.path.join(real_hands, "freihand"), "OUTPUT_DIR", str(out)]
+                    + [str(o) for o in opts])
+
+
+def scalars(run_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(run_dir, size_guidance={"scalars": 0})
+    acc.Reload()
+    return acc, {t: [(e.step, e.value) for e in acc.Scalars(t)] for t in acc.Tags()["scalars"]}
+
+
+class HookedLoss(trainer_mod.JointsMSELoss):
+    """The training loss, with an action at the n-th training call (validation calls do not count)."""
+    calls = 0
+    at = -1
+    action = None
+
+    def forward(self, output, target, target_weight=None):
+        loss = super().forward(output, target, target_weight)
+        if torch.is_grad_enabled() and not torch.is_inference_mode_enabled():
+            type(self).calls += 1
+            if type(self).calls == type(self).at:
+                loss = type(self).action(loss)
+        return loss
+
+
+@pytest.fixture
+def hooked_loss(monkeypatch):
+    HookedLoss.calls, HookedLoss.at, HookedLoss.action = 0, -1, None
+    monkeypatch.setattr(trainer_mod, "JointsMSELoss", HookedLoss)
+    return HookedLoss
+
+
+def test_end_to_end_run_writes_everything(real_hands, tmp_path):
+    # Lookahead with slow-weight validation and BN recalibration on one batch: the most moving parts.
+    cfg = tiny_cfg(real_hands, tmp_path, "TRAIN.END_EPOCH", 2, "TRAIN.LOOKAHEAD.BN_RECALIBRATE_BATCHES", 1,
+                   "TRAIN.LR", 1e-3)
+    result = Trainer(cfg).fit()
+    run = tmp_path / "hand_lookahead_adam"
+    for name in ("config.yaml", "train.log", LATEST, BEST, METRICS):
+        assert (run / name).is_file(), name
+    assert any(n.startswith("events.out.tfevents") for n in os.listdir(run))
+    # config.yaml is the resolved config and loads back to the same tree
+    assert make_cfg(str(run / "config.yaml")).dump() == cfg.dump()
+
+    metrics = json.loads((run / METRICS).read_text())
+    assert metrics == json.loads(json.dumps(result))
+    assert metrics["status"] == "finished" and metrics["epochs_completed"] == 2
+    assert [h["epoch"] for h in metrics["history"]] == [0, 1, 2]
+    assert metrics["best_NME"] == min(h["NME"] for h in metrics["history"])
+    assert metrics["history"][metrics["best_epoch"]]["NME"] == metrics["best_NME"]
+    assert metrics["final_NME"] == metrics["history"][-1]["NME"] == metrics["final"]["NME"]
+    assert metrics["final"]["num_images"] == 8 and len(metrics["final"]["per_joint_NME"]) == 21
+    assert metrics["wall_time_s"] > 0 and metrics["history"][-1]["eval_weights"] == "slow+bn"
+
+    acc, tb = scalars(str(run))
+    assert [s for s, _ in tb["valid/NME"]] == [0, 1, 2]
+    assert [s for s, _ in tb["valid/loss"]] == [0, 1, 2]
+    assert [s for s, _ in tb["train/loss"]] == [1, 2]
+    assert [s for s, _ in tb["train/lr"]] == [1, 2]
+    assert [s for s, _ in tb["train/loss_iter"]] == [1, 2, 3, 4]  # 2 iterations/epoch, PRINT_FREQ 1
+    assert [v for _, v in tb["valid/NME"]] == pytest.approx([h["NME"] for h in metrics["history"]])
+    assert tb["train/lr"][0][1] == pytest.approx(1e-3)
+    hp = acc.PluginTagToContent("hparams")
+    assert {"_hparams_/experiment", "_hparams_/session_start_info", "_hparams_/session_end_info"} <= set(hp)
+    assert b"lookahead" in hp["_hparams_/session_start_info"] and b"valid/NME" in hp["_hparams_/experiment"]
+
+    best = load_checkpoint(run / BEST)
+    assert best["epoch"] == metrics["best_epoch"] and best["NME"] == pytest.approx(metrics["best_NME"])
+    assert best["eval_weights"] == "slow+bn"
+    latest = load_checkpoint(run / LATEST)
+    assert latest["epoch"] == 2 and latest["global_step"] == 4
+    assert set(best["state_dict"]) == set(latest["state_dict"])
+    # the training weights are the fast ones; the best (evaluated) weights are the slow ones
+    assert any(not torch.equal(best["state_dict"][k], latest["state_dict"][k]) for k in latest["state_dict"])
+    # the finished run is not silently overwritten by a fresh one
+    with pytest.raises(FileExistsError, match="--resume"):
+        Trainer(cfg).fit()
+
+
+def _comparable(metrics):
+    drop = {"wall_time", "img_per_s"}
+    return [{k: v for k, v in h.items() if k not in drop} for h in metrics["history"]]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_interrupt_and_resume_equals_uninterrupted(real_hands, tmp_path, hooked_loss, workers):
+    # LR steps after epoch 1 and a warm-up across the epoch boundary: the scheduler states matter too.
+    opts = ["TRAIN.END_EPOCH", 3, "TRAIN.LR_STEP", "[1]", "TRAIN.WARMUP_ITERS", 3, "WORKERS", workers]
+    full = Trainer(tiny_cfg(real_hands, tmp_path / "full", *opts)).fit()
+    assert full["status"] == "finished"
+
+    # Ctrl-C during the first iteration of epoch 2 (training call 3): that epoch is discarded.
+    hooked_loss.calls, hooked_loss.at = 0, 3
+    hooked_loss.action = lambda loss: (os.kill(os.getpid(), signal.SIGINT), loss)[1]
+    cfg = tiny_cfg(real_hands, tmp_path / "split", *opts)
+    stopped = Trainer(cfg).fit()
+    assert stopped["status"] == "interrupted" and stopped["signal"] == signal.SIGINT
+    assert stopped["epochs_completed"] == 1
+    run = tmp_path / "split" / "hand_lookahead_adam"
+    assert load_checkpoint(run / LATEST)["epoch"] == 1
+    assert json.loads((run / METRICS).read_text())["status"] == "interrupted"
+
+    hooked_loss.at = -1
+    resumed = Trainer(cfg, resume=True).fit()
+    assert resumed["status"] == "finished"
+    assert _comparable(resumed) == _comparable(full)
+    a = load_checkpoint(tmp_path / "full" / "hand_lookahead_adam" / LATEST)
+    b = load_checkpoint(run / LATEST)
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
+    slow_a, slow_b = a["optimizer"]["lookahead"]["slow_weights"], b["optimizer"]["lookahead"]["slow_weights"]
+    assert all(torch.equal(slow_a[i], slow_b[i]) for i in slow_a)
+    # the resumed run's events replace the discarded partial epoch: one point per step
+    _, tb = scalars(str(run))
+    assert [s for s, _ in tb["valid/NME"]] == [0, 1, 2, 3]
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(real_hands, tmp_path, hooked_loss):
+    hooked_loss.at = 4  # second iteration of epoch 2
+    hooked_loss.action = lambda loss: loss * float("nan")
+    cfg = tiny_cfg(real_hands, tmp_path, "TRAIN.END_EPOCH", 3, yaml=os.path.join(ROOT, "experiments",
+                                                                                   "hand_sgd_lr0.01.yaml"))
+    with pytest.raises(NonFiniteLossError, match=r"epoch 2/3 .*iteration 2/2"):
+        Trainer(cfg).fit()
+    run = tmp_path / "hand_sgd_lr0.01"
+    latest = load_checkpoint(run / LATEST)
+    assert latest["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in latest["state_dict"].values() if v.is_floating_point())
+    assert load_checkpoint(run / BEST)["epoch"] in (0, 1)
+    metrics = json.loads((run / METRICS).read_text())
+    assert metrics["status"] == "diverged" and metrics["epochs_completed"] == 1
+    assert "non-finite training loss" in (run / "train.log").read_text()
+
+
+def test_sigterm_leaves_a_valid_checkpoint(real_hands, tmp_path):
+    cmd = [sys.executable, os.path.join(ROOT, "tools", "train.py"), "--cfg", LOOKAHEAD] + TINY + [
+        "DATASET.ROOT", os.path.join(real_hands, "freihand"), "OUTPUT_DIR", str(tmp_path),
+        "TRAIN.END_EPOCH", "1000", "WORKERS", "1"]
+    run = tmp_path / "hand_lookahead_adam"
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            log = (run / "train.log").read_text() if (run / "train.log").exists() else ""
+            if "epoch 2/1000" in log:  # two epochs done: training is under way
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.stderr.read()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    ck = load_checkpoint(run / LATEST)
+    metrics = json.loads((run / METRICS).read_text())
+    assert metrics["status"] == "interrupted" and ck["epoch"] == metrics["epochs_completed"] >= 2
+    assert "SIGTERM" in (run / "train.log").read_text()
+    assert not [n for n in os.listdir(run) if n.endswith(".tmp")]

@@ -1,0 +1,54 @@
+"""Train one experiment.
+
+    python tools/train.py --cfg experiments/hand_lookahead_adam.yaml [--resume] [KEY VALUE ...]
+    torchrun --nproc_per_node N tools/train.py --cfg ...           # DDP (nccl on GPU, gloo on CPU)
+
+Writes OUTPUT_DIR/<EXPERIMENT_NAME>/ (EXPERIMENT_NAME defaults to the yaml file's stem):
+config.yaml, train.log, TensorBoard events, checkpoint_latest.pth, model_best.pth, metrics.json.
+Watch it with ``tensorboard --logdir OUTPUT_DIR``.
+
+Exit status: 0 finished; 1 a non-finite loss (the last good checkpoint is kept) or another error;
+2 a bad config or command line; 128 + signal number when stopped by Ctrl-C (130) or SIGTERM (143),
+after leaving a checkpoint that ``--resume`` continues from.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import _paths  # noqa: F401  (repository root on sys.path)
+
+from configs import ConfigError, load_config
+from hrnet.trainer import NonFiniteLossError, Trainer
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cfg", required=True, help="experiment yaml")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from OUTPUT_DIR/<experiment>/checkpoint_latest.pth (same as TRAIN.RESUME True)")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.cfg, args.opts)
+    except (ConfigError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        result = Trainer(cfg, resume=args.resume or None).fit()
+    except NonFiniteLossError:
+        return 1  # the trainer has logged the epoch / iteration and what was kept
+    except FileExistsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        from hrnet.distributed import cleanup_distributed
+
+        cleanup_distributed()
+    if result.get("status") == "interrupted":
+        return 128 + int(result["signal"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
