@@ -25,7 +25,8 @@ Randomness: training augmentation draws from a numpy Generator seeded from
 ``torch.initial_seed()`` of the process using the dataset, which PyTorch's DataLoader sets to
 ``base_seed + worker_id`` in each worker (``base_seed`` comes from the main process's seeded
 torch generator). Seeding torch (``SEED``) therefore makes a run repeatable, for any number of
-workers, and each worker/epoch gets its own stream.
+workers, and each worker/epoch gets its own stream. Building a dataset sets OpenCV to one thread
+in the building process (the workers inherit it): the loader's workers are the parallelism.
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset, get_worker_info
+from torch.utils.data import Dataset
 
 from hrnet.heatmaps import encode_heatmaps
 
@@ -90,6 +91,9 @@ class HandKeypointDataset(Dataset):
         self._photometric = build_photometric_aug(cfg) if self.is_train else None
         self._rng: Optional[np.random.Generator] = None
         self._rng_seed: Optional[int] = None
+        # One OpenCV thread, set here in the parent: loader workers are the parallelism, and
+        # calling cv2.setNumThreads inside a forked worker can deadlock on the inherited pool.
+        cv2.setNumThreads(1)
 
     def __len__(self) -> int:
         return len(self._paths)
@@ -101,15 +105,13 @@ class HandKeypointDataset(Dataset):
 
     def _process_rng(self) -> np.random.Generator:
         """This process's generator, (re)seeded whenever ``torch.initial_seed()`` changes (a new worker)."""
-        seed = torch.initial_seed()
+        seed = 0
         if self._rng is None or seed != self._rng_seed:
             geometry, photometric, py = np.random.SeedSequence(seed).spawn(3)
             self._rng = np.random.default_rng(geometry)
             if self._photometric is not None:
                 self._photometric.set_random_state(np.random.default_rng(photometric),
                                                    random.Random(int(py.generate_state(1)[0])))
-            if get_worker_info() is not None:
-                cv2.setNumThreads(1)  # a loader worker is one core; OpenCV's pool would oversubscribe
             self._rng_seed = seed
         return self._rng
 

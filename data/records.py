@@ -131,16 +131,16 @@ def make_record(image_path: str, image_id: int, ann_id: int, bbox: Optional[Sequ
         if box.size != 4:
             raise BadSampleError(f"{where}: bbox must be [x, y, w, h], got {bbox!r}")
         if not (np.isfinite(box).all() and box[2] > 0 and box[3] > 0):
-            box = None
-            if bad is not None:
-                bad.note("had a box with w or h <= 0 (or NaN): derived from the labelled keypoints")
-    elif bad is not None:
-        bad.note("had no box: derived from the labelled keypoints")
+            box, why = None, "had a box with w or h <= 0 (or NaN)"
+    else:
+        why = "had no box"
     if box is None:
         box = box_from_keypoints(kpts)
         if box is None:
             raise BadSampleError(f"{where}: no valid box (w and h must be > 0) and no labelled keypoint "
                                  f"to derive one from")
+        if bad is not None:
+            bad.note(f"{why}: derived from the labelled keypoints")
     elif not labelled.any():
         if bad is not None:
             bad.note("without any labelled keypoint were left out")

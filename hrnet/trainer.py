@@ -423,9 +423,12 @@ class Trainer:
             "history": [{k: v for k, v in h.items() if k != "metrics"} for h in self.history],
         }
 
-    def _write_metrics(self) -> None:
+    def _write_metrics(self) -> Dict[str, Any]:
+        """Write ``metrics.json`` (rank 0); returns its content."""
+        summary = self._metrics_summary()
         if self.dist.is_main:
-            _write_json(self._metrics_summary(), os.path.join(self.run_dir, METRICS))
+            _write_json(summary, os.path.join(self.run_dir, METRICS))
+        return summary
 
     # ------------------------------------------------------------------ evaluation
     def _recalibrated_copy(self, model: nn.Module, step: int) -> nn.Module:
@@ -717,22 +720,20 @@ class Trainer:
                 self._save_latest(self._rng_states())
                 self._write_metrics()
             self.status = "finished"
-            self._write_metrics()
+            summary = self._write_metrics()
             if self.writer is not None:
                 self._write_hparams(finished=True)
             _logger.info("finished %s in %.1f min: final NME %.5f, best NME %.5f at epoch %d -> %s",
                          experiment_name(cfg), self._wall_time() / 60, self.history[-1]["NME"], self.best_nme,
                          self.best_epoch, os.path.abspath(self.run_dir))
-            return self._metrics_summary()
+            return summary
         except TrainingInterrupted as exc:
             self.status = "interrupted"
-            self._write_metrics()
+            summary = self._write_metrics()
             _logger.warning("%s: stopped during epoch %d; %s holds the state after %d completed epoch(s) "
                             "(the partial epoch is discarded); continue with --resume", exc, self.epoch + 1,
                             os.path.join(self.run_dir, LATEST), self.epoch)
-            out = self._metrics_summary()
-            out["signal"] = exc.signum
-            return out
+            return dict(summary, signal=exc.signum)
         except NonFiniteLossError as exc:
             self.status = "diverged"
             self._write_metrics()

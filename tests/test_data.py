@@ -272,7 +272,7 @@ def test_corrupt_at_load_time_clear_error_in_workers(tmp_path):
         f.write(png)
     with pytest.raises(BadSampleError, match=r"img2\.png: cannot read or decode the image \(annotation id 502"):
         ds[2]
-    loader = DataLoader(ds, batch_size=2, num_workers=2)
+    loader = DataLoader(ds, batch_size=2, num_workers=2, timeout=60)
     with pytest.raises(BadSampleError, match=r"img2\.png: cannot read or decode the image \(annotation id 502"):
         list(loader)
     skip = build_dataset(coco_cfg(tmp_path, "ann.json", "DATASET.ON_BAD_SAMPLE", "skip"), is_train=False)
@@ -357,7 +357,7 @@ def test_dataloader_workers_collate_and_repeatable(tmp_path):
     ds = build_dataset(coco_cfg(tmp_path, "ann.json"), is_train=True)
 
     def epoch(seed):
-        loader = DataLoader(ds, batch_size=4, num_workers=2, shuffle=True,
+        loader = DataLoader(ds, batch_size=4, num_workers=2, shuffle=True, timeout=60,  # a hang fails
                             generator=torch.Generator().manual_seed(seed))
         return list(loader)
 

@@ -197,6 +197,19 @@ def test_sync_work_only_every_k_steps_one_foreach_call_per_group(monkeypatch):
     assert calls == [5, 5, 10, 10, 15, 15, 20, 20]  # two groups: one call each per sync
 
 
+def test_chunked_sync_is_bitwise_the_single_call():
+    """The CPU sync runs in cache-sized runs of parameters: same numbers as one call per group."""
+    runs = []
+    for chunk in (0, 64):  # 0: one run per group; 64 bytes: a run per parameter or two
+        model = _model()
+        opt = Lookahead(_inner("adam", model.parameters()), k=3, alpha=0.5)
+        opt.chunk_bytes = {"cpu": chunk}
+        _train(model, opt, 0, 10)
+        runs.append((_params(model), [len(c[3]) for c in opt._chunk_cache.values()]))
+    assert runs[0][1] == [1] and runs[1][1][0] >= 3
+    assert all(torch.equal(a, b) for a, b in zip(runs[0][0], runs[1][0]))
+
+
 # --------------------------------------------------------------------------- state dict / resume
 def _resume_child(ckpt_path: str, out_path: str) -> None:
     """Run in a new process: fresh model/optimizer (other init), load, 12 more steps, save the weights."""

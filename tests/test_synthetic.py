@@ -187,8 +187,16 @@ def test_kinematics_within_joint_limits_and_bone_lengths():
         fingers = hand.joints[1:].reshape(5, 4, 3)
         bones = np.linalg.norm(np.diff(fingers, axis=1), axis=2)
         np.testing.assert_allclose(bones, kin._LENGTH * shape["finger_len"] * shape["size"], rtol=1e-9)
-        # Flexion bends towards the palm: a fingertip never ends up on the back of the hand by much.
-        assert (fingers[1:, 3, 2] > -0.3 * kin._LENGTH[1:].sum(1) * shape["size"]).all()
+    # Flexion bends towards the palm (+z), abduction fans the fingers in the palm plane.
+    shape = kin.sample_shape(rng)
+    flat = {"abd": np.zeros(5), "flex": np.zeros((5, 3)), "wrist": np.zeros(2), "cup": 0.0}
+    bent = dict(flat, flex=np.full((5, 3), 40.0))
+    spread = dict(flat, abd=np.array([0.0, 10.0, 0.0, 0.0, -10.0]))
+    tips = lambda pose: kin.forward_kinematics(shape, pose).joints[[8, 12, 16, 20]]  # noqa: E731
+    np.testing.assert_allclose(tips(flat)[:, 2], 0.0, atol=1e-9)
+    assert (tips(bent)[:, 2] > 20.0).all()
+    gap = lambda pose: tips(pose)[0, 0] - tips(pose)[3, 0]  # noqa: E731  (index tip x - pinky tip x)
+    assert gap(spread) > gap(flat) + 20.0
     rot = kin.sample_rotation(rng)
     np.testing.assert_allclose(rot @ rot.T, np.eye(3), atol=1e-12)
 

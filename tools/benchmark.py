@@ -156,8 +156,13 @@ def bench_optimizer(cfg, args: argparse.Namespace) -> Dict[str, Any]:
     blocks of 2 whole k-cycles are timed, the three interleaved in a rotating order so that load
     changes on a shared machine hit all alike. ``*_ms_per_step`` are medians over rounds of the
     block mean (a sync included in every block); ``ratio`` = lookahead / inner of those medians,
-    ``ratio_paired`` the median of the per-round ratios. ``--steps``: timed steps per optimizer
-    (default 90, rounded up to whole blocks).
+    ``ratio_paired`` the median of the per-round ratios. On CPU the same from process CPU time
+    (``cpu_ms_per_step``, ``ratio_cpu``), which a loaded machine disturbs less than wall time
+    (with ``--threads 1``; with more threads OpenMP spin-waits count too). ``--steps``: timed
+    steps per optimizer (default 90, rounded up to whole blocks); ``--warmup``: untimed cycles (1).
+    Last, single inner steps and bare syncs (ours, timm's) are timed interleaved
+    (``isolated_ms``; CPU time on CPU): ``ratio_from_sync = 1 + sync / (k * inner step)``, the
+    cycle-averaged overhead with the least noise.
     """
     import math
     import os
@@ -203,13 +208,13 @@ def bench_optimizer(cfg, args: argparse.Namespace) -> Dict[str, Any]:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    def run(opt, steps: int) -> float:
+    def run(opt, steps: int):
         sync()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(steps):
             opt.step()
         sync()
-        return 1000.0 * (time.perf_counter() - t0) / steps
+        return 1000.0 * (time.perf_counter() - t0) / steps, 1000.0 * (time.process_time() - c0) / steps
 
     load_before = os.getloadavg()
     for opt in variants.values():
@@ -217,10 +222,29 @@ def bench_optimizer(cfg, args: argparse.Namespace) -> Dict[str, Any]:
             run(opt, warmup_cycles * la.K)  # creates the optimizer state (and timm's lazy slow buffers)
     names = list(variants)
     times: Dict[str, list] = {n: [] for n in names}
+    cpu_times: Dict[str, list] = {n: [] for n in names}
     for r in range(rounds):
         for n in names[r % len(names):] + names[:r % len(names)]:
-            times[n].append(run(variants[n], block))
+            wall, cpu = run(variants[n], block)
+            times[n].append(wall)
+            cpu_times[n].append(cpu)
     med = {n: statistics.median(t) for n, t in times.items()}
+    cpu_med = {n: statistics.median(t) for n, t in cpu_times.items()}
+
+    # The sync alone, interleaved with single inner steps: the stable part of the overhead.
+    isolated = {"inner_step": variants["inner"].step, "lookahead_sync": variants["lookahead"]._sync}
+    if "timm_lookahead" in variants:
+        isolated["timm_sync"] = variants["timm_lookahead"].sync_lookahead
+    iso: Dict[str, list] = {n: [] for n in isolated}
+    for _ in range(rounds * 2):
+        for n, fn in isolated.items():
+            sync()
+            t0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            sync()
+            iso[n].append((1000.0 * (time.perf_counter() - t0), 1000.0 * (time.process_time() - c0)))
+    clock = 1 if device.type == "cpu" else 0  # CPU time on CPU, wall time on CUDA
+    iso_med = {n: statistics.median(v[clock] for v in vals) for n, vals in iso.items()}
     result: Dict[str, Any] = {
         "inner_ms_per_step": round(med["inner"], 3),
         "lookahead_ms_per_step": round(med["lookahead"], 3),
@@ -230,6 +254,16 @@ def bench_optimizer(cfg, args: argparse.Namespace) -> Dict[str, Any]:
     if "timm_lookahead" in med:
         result["timm_lookahead_ms_per_step"] = round(med["timm_lookahead"], 3)
         result["timm_ratio"] = round(med["timm_lookahead"] / med["inner"], 4)
+    if device.type == "cpu":  # process CPU time: robust to being descheduled on a loaded machine (use --threads 1)
+        result["cpu_ms_per_step"] = {n: round(t, 3) for n, t in cpu_med.items()}
+        result["ratio_cpu"] = round(cpu_med["lookahead"] / cpu_med["inner"], 4)
+        if "timm_lookahead" in cpu_med:
+            result["timm_ratio_cpu"] = round(cpu_med["timm_lookahead"] / cpu_med["inner"], 4)
+    result["isolated_ms"] = {n: round(v, 3) for n, v in iso_med.items()}
+    result["isolated_clock"] = "process_cpu" if clock else "wall"
+    result["ratio_from_sync"] = round(1 + iso_med["lookahead_sync"] / (la.K * iso_med["inner_step"]), 4)
+    if "timm_sync" in iso_med:
+        result["timm_ratio_from_sync"] = round(1 + iso_med["timm_sync"] / (la.K * iso_med["inner_step"]), 4)
     result.update(
         inner=inner_name, inner_class=type(variants["inner"]).__name__,
         foreach=variants["inner"].defaults.get("foreach"), k=la.K, alpha=la.ALPHA, pullback=la.PULLBACK,

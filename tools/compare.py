@@ -9,7 +9,7 @@ with TensorBoard's debiased EMA) and prints a markdown table: best and final NME
 wall time and status. Missing or partial runs are reported in the table, never fatal. Runs named
 ``<name>_seed<s>`` are also grouped: mean +- std over seeds per ``<name>``.
 
-The second form trains every config x seed (seeds 0..N-1) as a ``tools/train.py`` subprocess with
+The second form (exit status 1 when a run fails, diverges or is interrupted) trains every config x seed (seeds 0..N-1) as a ``tools/train.py`` subprocess with
 ``SEED s EXPERIMENT_NAME <yaml stem>_seed<s>`` (plus your ``KEY VALUE`` overrides), skipping finished
 runs and resuming partial ones, so an interrupted sweep continues where it stopped; then it reports
 as above. ``--launcher "torchrun --nproc_per_node 4"`` runs each training with DDP.
@@ -319,11 +319,12 @@ def _run_child(cmd: List[str]) -> Tuple[int, bool]:
 
 
 def sweep(configs: Sequence[str], seeds: int, output_dir: Optional[str], opts: Sequence[str],
-          launcher: Sequence[str]) -> List[str]:
-    """Train each config x seed (skip finished, resume partial); returns the run folders."""
+          launcher: Sequence[str]) -> Tuple[List[str], List[str]]:
+    """Train each config x seed (skip finished, resume partial); returns the run folders and the failures."""
     from configs import load_config
 
     run_dirs: List[str] = []
+    failed: List[str] = []
     for path in configs:
         stem = os.path.splitext(os.path.basename(path))[0]
         for seed in range(seeds):
@@ -343,6 +344,7 @@ def sweep(configs: Sequence[str], seeds: int, output_dir: Optional[str], opts: S
                 continue
             if info.get("status") == "diverged":
                 print(f"[sweep] {name}: diverged before, not retried (delete {run_dir} to retry)", flush=True)
+                failed.append(name)
                 continue
             resume = os.path.isfile(os.path.join(run_dir, "checkpoint_latest.pth"))
             cmd = list(launcher) + [os.path.join(HERE, "train.py"), "--cfg", path] + (["--resume"] if resume else []) \
@@ -352,10 +354,11 @@ def sweep(configs: Sequence[str], seeds: int, output_dir: Optional[str], opts: S
             rc, interrupted = _run_child(cmd)
             if interrupted or rc in (128 + signal.SIGINT, 128 + signal.SIGTERM):
                 print(f"[sweep] interrupted during {name}; run the same command again to continue", flush=True)
-                return run_dirs
+                return run_dirs, failed + [name]
             if rc != 0:
                 print(f"[sweep] {name}: exited with status {rc}; see {run_dir}/train.log", flush=True)
-    return run_dirs
+                failed.append(name)
+    return run_dirs, failed
 
 
 def main(argv=None) -> int:
@@ -380,13 +383,13 @@ def main(argv=None) -> int:
             parser.error(f"overrides must be KEY VALUE pairs, got {opts}")
         if args.seeds < 1:
             parser.error("--seeds must be >= 1")
-        run_dirs = sweep(configs, args.seeds, args.output_dir, opts, shlex.split(args.launcher))
+        run_dirs, failed = sweep(configs, args.seeds, args.output_dir, opts, shlex.split(args.launcher))
     else:
         if opts:
             parser.error(f"unrecognised arguments: {opts}")
         if not args.runs:
             parser.error("give run folders, or --run YAML ... for a sweep")
-        run_dirs = expand_run_dirs(args.runs)
+        run_dirs, failed = expand_run_dirs(args.runs), []
     runs = [load_run(p) for p in run_dirs]
     print(run_table(runs))
     grouped = any(_SEED_RE.match(r.name) for r in runs)
@@ -399,6 +402,9 @@ def main(argv=None) -> int:
             print(f"\nwrote {args.out}")
         else:
             print(f"\nno run has TensorBoard scalars; {args.out} not written")
+    if failed:
+        print(f"\n{len(failed)} run(s) did not finish: {', '.join(failed)}")
+        return 1
     return 0
 
 

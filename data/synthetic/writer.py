@@ -79,6 +79,21 @@ def _init_worker() -> None:
     cv2.setNumThreads(1)  # one process per core already; OpenCV's own threads would oversubscribe
 
 
+def _mp_context():
+    """Worker processes that never inherit the caller's threads.
+
+    Not ``fork``: the caller may hold threads (torch, OpenCV's pool) that a forked child would
+    deadlock on. ``forkserver`` (POSIX) forks workers from a clean server process that imports
+    the renderer once (this package pulls in torch through ``data``: seconds per import);
+    ``spawn`` elsewhere.
+    """
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload([__name__])  # no effect once the server runs; then workers import it
+        return ctx
+    return mp.get_context("spawn")
+
+
 def _write_json(path: str, data: Dict) -> None:
     tmp = path + ".tmp"
     with open(tmp, "w") as fh:
@@ -116,8 +131,7 @@ def generate(out_dir: str, num_train: int = 21120, num_test: int = 3000, seed: i
                disable=not progress, dynamic_ncols=True)
     with contextlib.ExitStack() as stack:
         if workers > 1 and len(tasks) > 1:
-            # spawn, not fork: the caller may hold threads (torch, OpenCV) that fork would break.
-            pool = stack.enter_context(mp.get_context("spawn").Pool(min(workers, len(tasks)), _init_worker))
+            pool = stack.enter_context(_mp_context().Pool(min(workers, len(tasks)), _init_worker))
             results: Iterator = pool.imap(_render_chunk, tasks)
         else:
             results = map(_render_chunk, tasks)

@@ -1,0 +1,60 @@
+"""configs.load_config: defaults, yaml file, KEY VALUE overrides, errors naming the key and the file."""
+import pytest
+
+from configs import ConfigError, load_config
+from conftest import make_cfg
+
+
+def _yaml(tmp_path, text: str, name: str = "exp.yaml") -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def test_defaults_load_frozen():
+    cfg = make_cfg()
+    assert cfg.MODEL.NAME == "hrnet_w18"
+    assert cfg.MODEL.NUM_JOINTS == 21
+    assert list(cfg.MODEL.IMAGE_SIZE) == [256, 256] and list(cfg.MODEL.HEATMAP_SIZE) == [64, 64]
+    assert cfg.EXPERIMENT_NAME == "default"
+    assert cfg.is_frozen()
+    with pytest.raises(AttributeError):
+        cfg.TRAIN.LR = 1.0
+
+
+def test_yaml_then_overrides(tmp_path):
+    path = _yaml(tmp_path, "MODEL:\n  NUM_JOINTS: 5\n  NAME: hrnet_w18_small\nTRAIN:\n  LR: 0.01\n  LR_STEP: [3, 4]\n",
+                 "hand_sgd.yaml")
+    cfg = load_config(path, ["TRAIN.LR", "0.002", "TRAIN.OPTIMIZER", "sgd"])
+    assert cfg.MODEL.NUM_JOINTS == 5 and cfg.MODEL.NAME == "hrnet_w18_small"  # from the yaml
+    assert cfg.TRAIN.LR == pytest.approx(0.002)  # the override wins over the yaml
+    assert cfg.TRAIN.OPTIMIZER == "sgd" and list(cfg.TRAIN.LR_STEP) == [3, 4]
+    assert cfg.TRAIN.MOMENTUM == pytest.approx(0.9)  # untouched default
+    assert cfg.EXPERIMENT_NAME == "hand_sgd"  # yaml stem
+
+
+@pytest.mark.parametrize("text, key", [
+    ("TRAIN:\n  LRR: 0.1\n", "TRAIN.LRR"),  # typo in a key
+    ("TRAIN:\n  LR: fast\n", "TRAIN.LR"),  # wrong type (str for float)
+    ("MODEL:\n  NUM_JOINTS: [21]\n", "MODEL.NUM_JOINTS"),  # wrong type (list for int)
+])
+def test_bad_yaml_names_key_and_file(tmp_path, text, key):
+    path = _yaml(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert key in str(err.value) and path in str(err.value)
+
+
+def test_bad_override_names_key():
+    with pytest.raises(ConfigError, match="TRAIN.BATCH_SIZE"):
+        load_config(None, ["TRAIN.BATCH_SIZE", "8"])
+    with pytest.raises(ConfigError, match="TRAIN.LR"):
+        load_config(None, ["TRAIN.LR", "fast"])
+
+
+def test_bad_value_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="TEST.DECODE"):
+        load_config(_yaml(tmp_path, "TEST:\n  DECODE: mean\n"))
+    missing = str(tmp_path / "nope.yaml")
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        load_config(missing)
