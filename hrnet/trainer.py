@@ -251,14 +251,6 @@ class Trainer:
         if not d.is_main:
             self.train_set = build_dataset(cfg, is_train=True)
         self.valid_set = build_dataset(cfg, is_train=False)
-        if int(cfg.WORKERS) > 0:
-            # This process does no image work when loader workers do it. Single-threaded OpenCV here
-            # also makes forking workers safe: a forked worker that reconfigures an inherited idle
-            # OpenCV thread pool (cv2.setNumThreads) deadlocks in pthread_cond_destroy.
-            import cv2
-
-            self._cv2_threads = cv2.getNumThreads()
-            cv2.setNumThreads(1)
         batch = int(cfg.TRAIN.BATCH_SIZE_PER_GPU)
         self.generator = torch.Generator()
         self.generator.manual_seed(int(cfg.SEED) + d.rank)
@@ -286,9 +278,7 @@ class Trainer:
         from optim import build_optimizer, build_scheduler, build_warmup
 
         cfg = self.cfg
-        model = build_model(cfg).to(self.device)
-        if cfg.CHANNELS_LAST:
-            model = model.to(memory_format=torch.channels_last)
+        model = build_model(cfg).to(self.device)  # channels_last per cfg.CHANNELS_LAST (build_model)
         self.raw_model = model
         self.criterion = JointsMSELoss(use_target_weight=True).to(self.device)
         if self.dist.distributed:
@@ -743,9 +733,5 @@ class Trainer:
             if self.writer is not None:
                 self.writer.close()
                 self.writer = None
-            if getattr(self, "_cv2_threads", None) is not None:
-                import cv2
-
-                cv2.setNumThreads(self._cv2_threads)
             self._restore_signal_handlers()
             self._teardown_logging()

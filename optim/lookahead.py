@@ -268,31 +268,35 @@ class Lookahead(Optimizer):
 
     def _sync_momentum(self) -> None:
         state = self.optimizer.state
+        pullback = self.pullback_momentum == "pullback"
         found = False
         for group in self.optimizer.param_groups:
+            params = group["params"]
+            limit = self.chunk_bytes.get(params[0].device.type, 0) if params else 0
             bufs: List[torch.Tensor] = []
             slows: List[torch.Tensor] = []
-            for p in group["params"]:  # bookkeeping only: collects the buffers for one foreach call
+            size = 0
+            for i, p in enumerate(params):  # bookkeeping only: collects buffers for a few foreach calls
                 st = state.get(p)
-                if not st:
-                    continue
-                for key in self.momentum_keys:
-                    buf = st.get(key)
-                    if isinstance(buf, torch.Tensor) and buf.shape == p.shape:
-                        bufs.append(buf)
-                        if self.pullback_momentum == "pullback":
-                            slow_m = self._slow_momentum.setdefault(p, {})
-                            if key not in slow_m:
-                                slow_m[key] = torch.zeros_like(buf)
-                            slows.append(slow_m[key])
-            if not bufs:
-                continue
-            found = True
-            if self.pullback_momentum == "reset":
-                torch._foreach_zero_(bufs)
-            else:
-                torch._foreach_lerp_(slows, bufs, self.alpha)
-                torch._foreach_copy_(bufs, slows)
+                if st:
+                    for key in self.momentum_keys:
+                        buf = st.get(key)
+                        if isinstance(buf, torch.Tensor) and buf.shape == p.shape:
+                            bufs.append(buf)
+                            size += buf.numel() * buf.element_size()
+                            if pullback:
+                                slow_m = self._slow_momentum.setdefault(p, {})
+                                if key not in slow_m:
+                                    slow_m[key] = torch.zeros_like(buf)
+                                slows.append(slow_m[key])
+                if bufs and (i == len(params) - 1 or (limit and size >= limit)):  # cache-sized runs, as _chunks
+                    found = True
+                    if pullback:  # m <- m_slow + alpha * (m - m_slow); m_slow <- m (a copy, not an alias)
+                        torch._foreach_lerp_(slows, bufs, self.alpha)
+                        torch._foreach_copy_(bufs, slows)
+                    else:
+                        torch._foreach_zero_(bufs)
+                    bufs, slows, size = [], [], 0
         if not found and any(len(s) for s in state.values()):
             raise RuntimeError(f"Lookahead pullback_momentum={self.pullback_momentum!r}: the state of "
                                f"{type(self.optimizer).__name__} has none of the momentum keys "

@@ -391,3 +391,20 @@ def test_rng_follows_torch_seed(tmp_path):
         assert torch.equal(x["image"], y["image"]) and x["meta"]["scale"][0] == y["meta"]["scale"][0]
     assert a[0]["meta"]["scale"][0] != a[1]["meta"]["scale"][0]  # the stream advances
     assert c["meta"]["scale"][0] != a[0]["meta"]["scale"][0]
+
+
+def test_synthetic_format_reads_what_ensure_dataset_returns(tmp_path, monkeypatch):
+    """FORMAT synthetic: ensure_dataset(cfg) gives the root; its train.json / test.json are read as COCO."""
+    import sys
+    import types
+
+    write_set(tmp_path / "synth", n=3)
+    shutil.copy(tmp_path / "synth" / "ann.json", tmp_path / "synth" / "train.json")
+    shutil.copy(tmp_path / "synth" / "ann.json", tmp_path / "synth" / "test.json")
+    calls = []
+    fake = types.ModuleType("data.synthetic")
+    fake.ensure_dataset = lambda cfg: calls.append(cfg.DATASET.ROOT) or str(tmp_path / "synth")
+    monkeypatch.setitem(sys.modules, "data.synthetic", fake)
+    cfg = make_cfg(None, ["DATASET.FORMAT", "synthetic", "DATASET.ROOT", "somewhere", "DATASET.MAX_TEST_SAMPLES", "2"])
+    assert len(build_dataset(cfg, is_train=True)) == 3 and len(build_dataset(cfg, is_train=False)) == 2
+    assert calls == ["somewhere", "somewhere"]

@@ -197,12 +197,13 @@ def test_sync_work_only_every_k_steps_one_foreach_call_per_group(monkeypatch):
     assert calls == [5, 5, 10, 10, 15, 15, 20, 20]  # two groups: one call each per sync
 
 
-def test_chunked_sync_is_bitwise_the_single_call():
+@pytest.mark.parametrize("mode", ["none", "reset", "pullback"])
+def test_chunked_sync_is_bitwise_the_single_call(mode):
     """The CPU sync runs in cache-sized runs of parameters: same numbers as one call per group."""
     runs = []
     for chunk in (0, 64):  # 0: one run per group; 64 bytes: a run per parameter or two
         model = _model()
-        opt = Lookahead(_inner("adam", model.parameters()), k=3, alpha=0.5)
+        opt = Lookahead(_inner("adam", model.parameters()), k=3, alpha=0.5, pullback_momentum=mode)
         opt.chunk_bytes = {"cpu": chunk}
         _train(model, opt, 0, 10)
         runs.append((_params(model), [len(c[3]) for c in opt._chunk_cache.values()]))

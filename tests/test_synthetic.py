@@ -13,6 +13,7 @@ import pytest
 from conftest import ROOT, make_cfg
 from data.synthetic import RENDER_VERSION, ensure_dataset, generate, render_sample
 from data.synthetic import kinematics as kin
+from data.synthetic import render
 
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import make_synthetic_hands  # noqa: E402
@@ -233,6 +234,26 @@ def test_ensure_dataset_renders_once_even_when_called_concurrently(tmp_path):
     (busy / "notes.txt").write_text("x")
     with pytest.raises(RuntimeError, match="not empty"):
         ensure_dataset(make_cfg(None, ["DATASET.ROOT", str(busy)] + opts[2:]))
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    for name in ("train.json", "test.json"):
+        (foreign / name).write_text(json.dumps({"images": [], "annotations": []}))
+    with pytest.raises(RuntimeError, match="not written by the synthetic renderer"):
+        ensure_dataset(make_cfg(None, ["DATASET.ROOT", str(foreign)] + opts[2:]))
     os.remove(root / "test.json")
     with pytest.raises(RuntimeError, match="test.json is missing"):
         ensure_dataset(cfg)
+
+
+def test_drawing_uses_the_pixel_centre_convention():
+    """A shape drawn around (x, y) by the renderer's sub-pixel drawing has its centroid at (x, y):
+    integer coordinates are pixel centres, as in data/transforms.py."""
+    for centre in ((10.25, 12.5), (20.0, 19.0), (15.75, 9.3)):
+        c = np.array([centre])
+        hull = render._capsule_hulls(c, c, np.array([6.0]), np.array([6.0]))[0]
+        canvas = np.zeros((40, 40), np.uint8)
+        cv2.fillConvexPoly(canvas, hull, 255, cv2.LINE_AA, render._SHIFT)
+        ys, xs = np.mgrid[:40, :40]
+        wsum = canvas.sum(dtype=np.float64)
+        got = ((canvas * xs).sum() / wsum, (canvas * ys).sum() / wsum)
+        np.testing.assert_allclose(got, centre, atol=0.05)
