@@ -42,7 +42,8 @@ def main(argv=None) -> int:
         i.get("num_train") == args.train and i.get("num_test") == args.test and i.get("seed") == args.seed
         and i.get("renderer_version") == RENDER_VERSION for i in infos.values())
     if same:
-        print(f"{out} already holds this set (train {args.train}, test {args.test}, seed {args.seed}); not rendered again")
+        print(f"{out} already holds this set (train {args.train}, test {args.test}, seed {args.seed}); "
+              "not rendered again")
     else:
         if os.path.isdir(out) and os.listdir(out):
             if not args.overwrite:

@@ -103,31 +103,28 @@ def _skin_tone(rng: np.random.Generator) -> np.ndarray:
 def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     """(H, W, 3) uint8 RGB: a gradient, smooth colour noise or stripes as the base."""
     kind = rng.random()
-    if kind < 0.35:
+    if kind < 0.35 or kind >= 0.8:
+        # Gradient or stripes: a 1-D colour profile along a random direction u = x cos a + y sin a,
+        # spread over the image by one warpAffine (dst (x, y) samples the profile at u - u_min).
         c0, c1 = _random_color(rng), _random_color(rng)
         a = rng.uniform(0, 2 * np.pi)
-        ramp = (np.arange(w, dtype=np.float32)[None, :] * np.cos(a)
-                + np.arange(h, dtype=np.float32)[:, None] * np.sin(a))
-        ramp = (ramp - ramp.min()) / max(float(np.ptp(ramp)), 1.0)
-        img = c0.astype(np.float32) + ramp[..., None] * (c1 - c0).astype(np.float32)
-        img = img.astype(np.uint8)
-    elif kind < 0.8:
+        cos, sin = np.cos(a), np.sin(a)
+        u_min = min(0.0, (w - 1) * cos) + min(0.0, (h - 1) * sin)
+        length = int(np.ceil(abs((w - 1) * cos) + abs((h - 1) * sin))) + 2
+        u = np.arange(length, dtype=np.float64)
+        t = u / (length - 1) if kind < 0.35 else 0.5 + 0.5 * np.sin(u * (2 * np.pi / rng.uniform(4, 30)))
+        profile = (c0 + t[:, None] * (c1 - c0)).astype(np.uint8)[None]
+        img = cv2.warpAffine(profile, np.array([[cos, sin, -u_min], [0.0, 0.0, 0.0]]), (w, h),
+                             flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+    else:
         gh, gw = rng.integers(2, 14, 2)
         grid = rng.integers(0, 256, (gh, gw, 3)).astype(np.uint8)
         img = cv2.resize(grid, (w, h), interpolation=cv2.INTER_CUBIC)
-    else:
-        c0, c1 = _random_color(rng), _random_color(rng)
-        a = rng.uniform(0, np.pi)
-        period = rng.uniform(4, 30)
-        ph = (np.arange(w, dtype=np.float32)[None, :] * np.cos(a)
-              + np.arange(h, dtype=np.float32)[:, None] * np.sin(a)) * np.float32(2 * np.pi / period)
-        t = 0.5 + 0.5 * np.sin(ph)
-        img = (c0.astype(np.float32) + t[..., None] * (c1 - c0).astype(np.float32)).astype(np.uint8)
     if rng.random() < 0.5:                                   # fine texture (fabric, paper, wood)
         gh, gw = max(2, h // int(rng.integers(2, 6))), max(2, w // int(rng.integers(2, 6)))
-        tex = rng.integers(-40, 41, (gh, gw, 1)).astype(np.int16)
-        tex = cv2.resize(tex, (w, h), interpolation=cv2.INTER_LINEAR)[..., None]
-        img = np.clip(img.astype(np.int16) + (tex * rng.uniform(0.2, 1.0)).astype(np.int16), 0, 255).astype(np.uint8)
+        tex = (rng.integers(-40, 41, (gh, gw)) * rng.uniform(0.2, 1.0)).astype(np.int16)
+        tex = cv2.resize(tex, (w, h), interpolation=cv2.INTER_LINEAR)
+        img = cv2.add(img, cv2.merge([tex, tex, tex]), dtype=cv2.CV_8U)
     return img
 
 
@@ -187,8 +184,9 @@ def _clutter(rng: np.random.Generator, img: np.ndarray, count: int, skin: np.nda
 def _place_hand(rng: np.random.Generator, hand: Hand3D, w: int, h: int):
     """Choose the camera: rotation, distance, focal length and principal point.
 
-    Returns ``to_image`` (projects (N, 3) hand-frame points to (N, 2) pixels and camera depths)
-    and ``transform`` (3, 3) hand -> camera rotation (with the mirror for left hands).
+    Returns ``to_image`` (projects (N, 3) hand-frame points (mm) to (N, 2) pixels and (N,) camera
+    depths), ``rot`` (3, 3) hand -> camera rotation (with the mirror for left hands), the focal
+    length (pixels) and the camera distance (mm).
     """
     rot = sample_rotation(rng)
     if rng.random() < 0.5:                                   # a left hand: mirror the right one
@@ -251,7 +249,8 @@ def _paint_hand(rng: np.random.Generator, hand: Hand3D, to_image, rot: np.ndarra
     # --- finger segments: 5 fingers x 3 segments between the 4 finger points -------------
     fingers = hand.joints[1:].reshape(5, 4, 3)
     starts, ends = fingers[:, :3].reshape(15, 3), fingers[:, 1:].copy()
-    # The fingertip keypoint sits inside the rounded tip, 0.4 radius from its end.
+    # The rounded end's centre lies 0.4 radius short of the fingertip keypoint, so the keypoint
+    # is 0.6 radius inside the drawn end (annotators click just inside the tip).
     ends[:, 2] -= 0.4 * hand.radii[:, 3:4] * hand.frames[:, 2, :, 0]
     ends = ends.reshape(15, 3)
     r_start, r_end = hand.radii[:, :3].reshape(15), hand.radii[:, 1:].reshape(15)
@@ -284,7 +283,7 @@ def _paint_hand(rng: np.random.Generator, hand: Hand3D, to_image, rot: np.ndarra
     palm_vis_n = palm_n if palm_front >= 0 else -palm_n
     palm_shade = ambient + diffuse * max(float(palm_vis_n @ light), 0.0)
     palm_rgb = (skin + np.clip(0.5 + 0.9 * palm_front, 0, 1) * (palm_tone - skin)) * palm_shade
-    prims.append((float(palm_z.mean()) + 0.0, "palm", 0))
+    prims.append((float(palm_z.mean()), "palm", 0))
     j = hand.joints
     web3 = np.stack([j[1], j[2], j[2] + 0.4 * (j[3] - j[2]), j[5] + 0.3 * (j[1] - j[5])])
     web_n = hand.palm_normal * 5.0 * (hand.radii[0, 0] / 13.0)
@@ -311,13 +310,12 @@ def _paint_hand(rng: np.random.Generator, hand: Hand3D, to_image, rot: np.ndarra
 
     lw_palm = max(1, int(round(1.4 + 0.1 * float(np.median(rp0)))))
 
-    def paint(poly, rgb, outline=None, thick=1, fill_mask=True):
-        if outline is not None:
-            cv2.polylines(color, [poly], True, _col(rgb * rim), thick, cv2.LINE_AA, _SHIFT)
-            cv2.polylines(mask, [poly], True, 255, thick, cv2.LINE_AA, _SHIFT)
+    def paint(poly, rgb, thick):
+        """A polygon with a dark rim: the rim line first, the fill over its inner half."""
+        cv2.polylines(color, [poly], True, _col(rgb * rim), thick, cv2.LINE_AA, _SHIFT)
+        cv2.polylines(mask, [poly], True, 255, thick, cv2.LINE_AA, _SHIFT)
         cv2.fillConvexPoly(color, poly, _col(rgb), cv2.LINE_AA, _SHIFT)
-        if fill_mask:
-            cv2.fillConvexPoly(mask, poly, 255, cv2.LINE_AA, _SHIFT)
+        cv2.fillConvexPoly(mask, poly, 255, cv2.LINE_AA, _SHIFT)
 
     # forearm
     fa_rgb = (skin + 0.3 * (palm_tone - skin) * max(palm_front, 0)) * fa_shade
@@ -333,7 +331,6 @@ def _paint_hand(rng: np.random.Generator, hand: Hand3D, to_image, rot: np.ndarra
             cv2.fillConvexPoly(color, hull, _col(sleeve_rgb), cv2.LINE_AA, _SHIFT)
             cv2.fillConvexPoly(mask, hull, 255, cv2.LINE_AA, _SHIFT)
 
-    nail_rgb = None
     prims.sort(key=lambda p: -p[0])                          # far first
     for _, kind, i in prims:
         if kind == "seg":
@@ -356,7 +353,7 @@ def _paint_hand(rng: np.random.Generator, hand: Hand3D, to_image, rot: np.ndarra
                 for hull in _capsule_hulls(n_uv[:1], n_uv[1:], nr[:1], nr[1:]):
                     cv2.fillConvexPoly(color, hull, _col(nail_rgb), cv2.LINE_AA, _SHIFT)
         elif kind == "palm":
-            paint(palm_hull, palm_rgb, outline=True, thick=lw_palm)
+            paint(palm_hull, palm_rgb, lw_palm)
             # A soft highlight towards the light: nested, slightly brighter copies of the face.
             face = palm_uv[:len(palm_uv) // 2]
             mid = face.mean(0) + light2d * 0.06 * np.ptp(face, axis=0).max()
@@ -368,7 +365,7 @@ def _paint_hand(rng: np.random.Generator, hand: Hand3D, to_image, rot: np.ndarra
                 lines = [_fx(to_image(c)[0]) for c in hand.creases]
                 cv2.polylines(color, lines, False, _col(palm_rgb * 0.72), 1, cv2.LINE_AA, _SHIFT)
         else:
-            paint(web_hull, palm_rgb * 0.97, outline=True, thick=lw_palm)
+            paint(web_hull, palm_rgb * 0.97, lw_palm)
 
     radius_px = np.concatenate([[float(np.median(fa_r[:1]))], np.c_[rp0.reshape(5, 3)[:, :1],
                                                                    rp1.reshape(5, 3)].reshape(20)])
@@ -386,7 +383,7 @@ def _occlude(rng: np.random.Generator, img: np.ndarray, box: np.ndarray) -> np.n
     size = max(x1 - x0, y1 - y0)
     sub = np.zeros_like(img)
     for _ in range(n):
-        # Occluders are moderate: about a fifth to a half of the hand, centred on or near it.
+        # Moderate occluders (an eighth to a third of the hand's size) centred over the hand.
         cx, cy = rng.uniform(x0, x1), rng.uniform(y0, y1)
         s = size * rng.uniform(0.12, 0.35)
         kind = rng.random()
@@ -464,7 +461,8 @@ def render_sample(seed: int, split: str, index: int) -> Sample:
         dx, dy = (float(v) for v in rng.integers(-12, 13, 2))
         sh = cv2.warpAffine(mask, np.array([[1.0, 0.0, dx], [0.0, 1.0, dy]]), (w, h))
         sh = cv2.GaussianBlur(sh, (0, 0), rng.uniform(2.0, 8.0))
-        img = (img * (1.0 - rng.uniform(0.2, 0.5) / 255.0 * sh[..., None].astype(np.float32))).astype(np.uint8)
+        # img * (1 - k * shadow / 255), in OpenCV's saturating uint8 arithmetic.
+        img = cv2.subtract(img, cv2.multiply(img, cv2.merge([sh, sh, sh]), scale=rng.uniform(0.2, 0.5) / 255.0))
     # Soft shading: blur the hand's colours a little (edges also darken where they meet black).
     # Only the hand's bounding box (plus the kernel radius) changes, so work there.
     sigma = float(np.clip(0.25 * np.median(radius_px[1:]), 0.5, 3.0))
