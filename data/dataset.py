@@ -19,7 +19,8 @@ the same (center, scale, rotation, flip).
 Validation: at build time the readers check every annotation, and every image file is checked
 cheaply (exists, PIL parses its header, a JPEG/PNG is not truncated; ~0.1 ms per file, a few
 seconds for 24k files; a full decode would take a minute). Damage inside the compressed data is
-found only when the sample is loaded: a file that fails to decode then raises :class:`BadSampleError` naming the file and annotation id (inside a DataLoader
+found only when the sample is loaded: a file that fails to decode then raises
+:class:`BadSampleError` naming the file and annotation id (inside a DataLoader
 worker too), or with ``DATASET.ON_BAD_SAMPLE skip`` warns and returns the next sample instead.
 
 Randomness: training augmentation draws from a numpy Generator seeded from
@@ -84,7 +85,8 @@ class HandKeypointDataset(Dataset):
         d = cfg.DATASET
         self.padding = float(d.BBOX_PADDING)
         self.aspect = self.image_size[0] / self.image_size[1]
-        self.scale_factor, self.rot_factor, self.rot_prob = float(d.SCALE_FACTOR), float(d.ROT_FACTOR), float(d.ROT_PROB)
+        self.scale_factor, self.rot_factor = float(d.SCALE_FACTOR), float(d.ROT_FACTOR)
+        self.rot_prob = float(d.ROT_PROB)
         self.flip_prob = float(d.FLIP_PROB) if d.FLIP else 0.0
         self.reduced_decode = bool(d.REDUCED_DECODE)
         self.on_bad = d.ON_BAD_SAMPLE

@@ -44,8 +44,8 @@ def test_reduced_image_affine_matches_opencv_decoder(tmp_path, factor, flag):
     assert red.shape == (h // factor, w // factor)
     ident = np.array([[1.0, 0, 0], [0, 1.0, 0]])
     for x, y in truth:
-        r = (x / factor, y / factor)  # window around the blob in reduced pixels
-        y0, y1, x0, x1 = int(r[1]) - 40 // factor, int(r[1]) + 40 // factor, int(r[0]) - 40 // factor, int(r[0]) + 40 // factor
+        rx, ry, half = int(x / factor), int(y / factor), 40 // factor  # window around the blob, reduced pixels
+        y0, y1, x0, x1 = ry - half, ry + half, rx - half, rx + half
         win = np.clip(red[y0:y1, x0:x1] - 10, 0, None)
         gy, gx = np.mgrid[y0:y1, x0:x1]
         centroid = np.array([(win * gx).sum(), (win * gy).sum()]) / win.sum()
