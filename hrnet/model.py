@@ -102,6 +102,8 @@ class HRNetHeatmap(nn.Module):
         self.num_joints = num_joints
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] % _STRIDE or x.shape[-2] % _STRIDE:  # else a cryptic size mismatch in the fusion
+            raise ValueError(f"input size {tuple(x.shape[-2:])} (H, W) must be multiples of {_STRIDE}")
         feats = self.backbone(x)  # 4 branches, strides 4, 8, 16, 32
         size = feats[0].shape[-2:]
         feats[1:] = [F.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in feats[1:]]
@@ -148,7 +150,7 @@ def _read_state_dict(path: str) -> Dict[str, torch.Tensor]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle errors, truncated files, non-weights pickles
         raise RuntimeError(f"MODEL.PRETRAINED: cannot read weights file {path}: {exc}") from exc
-    while isinstance(obj, Mapping) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
+    while isinstance(obj, Mapping):  # run checkpoints: {"state_dict": {...}, "epoch": ..., "optimizer": ...}
         inner = next((obj[k] for k in _NESTED_KEYS if isinstance(obj.get(k), Mapping)), None)
         if inner is None:
             break

@@ -48,7 +48,7 @@ from configs import experiment_name
 
 from .checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
 from .distributed import (DistInfo, ShardSampler, all_gather_object, all_reduce_sum, broadcast_buffers,
-                          cleanup_distributed, init_distributed)
+                          init_distributed)
 from .loss import JointsMSELoss
 
 __all__ = ["Trainer", "NonFiniteLossError", "TrainingInterrupted", "seed_everything", "rng_fork",
@@ -224,7 +224,9 @@ class Trainer:
         self.amp_dtype = dtype if amp else None
         self.scaler = None
         if amp and dtype == torch.float16:
-            self.scaler = torch.amp.GradScaler("cuda")
+            # torch.amp.GradScaler since torch 2.3; torch.cuda.amp.GradScaler before
+            self.scaler = torch.amp.GradScaler("cuda") if hasattr(torch.amp, "GradScaler") \
+                else torch.cuda.amp.GradScaler()
 
     def _autocast(self):
         if self.amp_dtype is None:
@@ -533,10 +535,11 @@ class Trainer:
         warmup_iters = int(cfg.TRAIN.WARMUP_ITERS)
         clip = float(cfg.TRAIN.CLIP_GRAD_NORM)
         print_freq = max(int(cfg.PRINT_FREQ), 1)
+        # A live bar on a terminal; in a log file (nohup, sweeps) a plain progress line every minute.
         tty = sys.stderr.isatty()
-        bar = tqdm(total=n_iter * global_batch, unit="img", disable=not d.is_main, leave=False, dynamic_ncols=True,
-                   desc=f"epoch {epoch + 1}/{cfg.TRAIN.END_EPOCH}", mininterval=0.5 if tty else 30.0,
-                   file=sys.stderr)
+        bar = tqdm(total=n_iter * global_batch, unit="img", disable=not (d.is_main and tty), leave=False,
+                   dynamic_ncols=True, desc=f"epoch {epoch + 1}/{cfg.TRAIN.END_EPOCH}", file=sys.stderr)
+        next_report = time.time() + 60.0
         loss_sum, window, data_time = 0.0, [], 0.0
         t0 = t_data = time.time()
         try:
@@ -586,6 +589,12 @@ class Trainer:
                     window = []
                 bar.update(global_batch)
                 bar.set_postfix(loss=f"{loss_val:.3e}", refresh=False)
+                if d.is_main and not tty and time.time() >= next_report:
+                    next_report += 60.0
+                    rate = (it + 1) * global_batch / (time.time() - t0)
+                    _logger.info("epoch %d/%d: %d/%d iterations | loss %.4e | %.1f img/s | epoch ETA %.1f min",
+                                 epoch + 1, cfg.TRAIN.END_EPOCH, it + 1, n_iter, loss_val, rate,
+                                 (n_iter - it - 1) * global_batch / rate / 60)
                 if stats[1] > 0:
                     raise TrainingInterrupted(self._stop_signal or signal.SIGTERM)
                 t_data = time.time()

@@ -101,6 +101,8 @@ def test_bad_model_config_names_the_key():
         build_model(make_cfg(opts=["MODEL.IMAGE_SIZE", "[250, 256]"]))
     with pytest.raises(ValueError, match="MODEL.HEATMAP_SIZE"):
         build_model(make_cfg(opts=["MODEL.HEATMAP_SIZE", "[32, 32]"]))
+    with pytest.raises(ValueError, match="multiples of 32"):
+        HRNetHeatmap("hrnet_w18_small")(torch.randn(1, 3, 64, 80))
 
 
 def test_bf16_autocast_train_step():

@@ -1,6 +1,5 @@
 """End-to-end training on tiny data: run files, TensorBoard tags, exact resume, NaN stop, SIGTERM."""
 import json
-import math
 import os
 import signal
 import subprocess

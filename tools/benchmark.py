@@ -22,12 +22,17 @@ from configs import load_config
 def bench_train_step(cfg, args: argparse.Namespace) -> Dict[str, Any]:
     """fwd + bwd + optimizer step throughput; ``images_per_s`` is the median over timed steps.
 
-    One step = zero_grad, forward, MSE loss, backward, optimizer step on a fixed random batch of
-    TRAIN.BATCH_SIZE_PER_GPU images of MODEL.IMAGE_SIZE (no data loading). The optimizer is
-    ``optim.build_optimizer(cfg, model)`` when it exists, else ``torch.optim.Adam(lr=TRAIN.LR)``.
-    ``--compare`` also times the model in contiguous NCHW (the official code's layout) and
-    ``channels_last``, interleaving the variants step by step so that a load change on a shared
-    machine hits both alike; ``speedup_vs_nchw`` is the ratio of their medians.
+    One step = zero_grad, forward (autocast per AMP.*), MSE loss, backward, optimizer step on a
+    fixed random batch of TRAIN.BATCH_SIZE_PER_GPU images of MODEL.IMAGE_SIZE (no data loading).
+    The optimizer is ``optim.build_optimizer(cfg, model)`` when it exists, else
+    ``torch.optim.Adam(lr=TRAIN.LR)``. ``images_per_s`` is the setting training uses: memory
+    format per CHANNELS_LAST, glibc allocator tuned (``hrnet.perf.tune_cpu_allocator``) on CPU.
+
+    ``--compare`` first times, with glibc's default allocator, contiguous NCHW (the official
+    HRNet-Facial code's layout) and channels_last, interleaved step by step so that a load change
+    on a shared machine hits both alike; then tunes the allocator (process-wide, so this phase
+    comes after) and times the configured setting. Ratios: ``speedup_vs_nchw`` (the final
+    setting over NCHW), ``speedup_channels_last`` and ``speedup_allocator``.
     """
     import statistics
     import time
@@ -36,6 +41,7 @@ def bench_train_step(cfg, args: argparse.Namespace) -> Dict[str, Any]:
     import torch.nn.functional as F
 
     from hrnet import build_model
+    from hrnet.perf import tune_cpu_allocator
 
     if getattr(args, "threads", 0):
         torch.set_num_threads(args.threads)
@@ -47,7 +53,7 @@ def bench_train_step(cfg, args: argparse.Namespace) -> Dict[str, Any]:
     steps = args.steps or 5
     warmup = args.warmup if args.warmup >= 0 else 2
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[cfg.AMP.DTYPE]
-    layouts = [False, True] if getattr(args, "compare", False) else [bool(cfg.CHANNELS_LAST)]
+    compare = bool(getattr(args, "compare", False))
     try:
         from optim import build_optimizer
     except ImportError:
@@ -57,46 +63,58 @@ def bench_train_step(cfg, args: argparse.Namespace) -> Dict[str, Any]:
     images = torch.randn(batch, 3, h, w, generator=gen).to(device)
     target = torch.rand(batch, cfg.MODEL.NUM_JOINTS, hh, hw, generator=gen).to(device)
 
-    variants = []
-    for channels_last in layouts:
+    opt_names = []
+
+    def make(channels_last: bool):
         torch.manual_seed(cfg.SEED)
-        model = build_model(cfg).to(device).train()
         fmt = torch.channels_last if channels_last else torch.contiguous_format
-        model = model.to(memory_format=fmt)
+        model = build_model(cfg).to(device).to(memory_format=fmt).train()
         opt = (build_optimizer(cfg, model) if build_optimizer is not None
                else torch.optim.Adam(model.parameters(), lr=cfg.TRAIN.LR))
-        variants.append(("channels_last" if channels_last else "nchw", model, opt,
-                         images.contiguous(memory_format=fmt), []))
+        opt_names.append(type(opt).__name__)
+        return model, opt, images.contiguous(memory_format=fmt)
 
     def step(model, opt, x) -> float:
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=cfg.AMP.ENABLED):
             out = model(x)
-        loss = F.mse_loss(out.float(), target)
-        loss.backward()
+        F.mse_loss(out.float(), target).backward()
         opt.step()
         if device.type == "cuda":
             torch.cuda.synchronize()
         return time.perf_counter() - t0
 
-    for i in range(warmup + steps):  # interleaved: variant A, variant B, A, B ...
-        for _, model, opt, x, times in variants:
-            dt = step(model, opt, x)
-            if i >= warmup:
-                times.append(dt)
+    def timed(variants: Dict[str, Any]) -> Dict[str, float]:
+        """Median step seconds per variant, interleaved: A, B, A, B ..."""
+        times: Dict[str, list] = {name: [] for name in variants}
+        for i in range(warmup + steps):
+            for name, v in variants.items():
+                dt = step(*v)
+                if i >= warmup:
+                    times[name].append(dt)
+        return {name: statistics.median(t) for name, t in times.items()}
 
     result: Dict[str, Any] = {}
-    for name, _, _, _, times in variants:
-        result[f"images_per_s_{name}"] = round(batch / statistics.median(times), 3)
-        result[f"step_s_{name}"] = [round(t, 3) for t in times]
-    main_name = variants[-1][0]
-    result["images_per_s"] = result[f"images_per_s_{main_name}"]
-    if len(variants) > 1:
-        result["speedup_vs_nchw"] = round(result["images_per_s"] / result["images_per_s_nchw"], 3)
-    result.update(model=cfg.MODEL.NAME, batch=batch, image_size=[w, h], channels_last=main_name == "channels_last",
-                  amp=cfg.AMP.DTYPE if cfg.AMP.ENABLED else "off", device=str(device),
-                  threads=torch.get_num_threads(), optimizer=type(variants[-1][2]).__name__,
+    final = "channels_last" if cfg.CHANNELS_LAST else "nchw"
+    if compare and device.type == "cpu":
+        base = timed({"nchw": make(False), "channels_last": make(True)})
+        for name, sec in base.items():
+            result[f"images_per_s_{name}_default_malloc"] = round(batch / sec, 3)
+    tuned = tune_cpu_allocator() if device.type == "cpu" else False
+    sec = timed({final: make(cfg.CHANNELS_LAST)})[final]
+    result["images_per_s"] = round(batch / sec, 3)
+    result["step_s"] = round(sec, 3)
+    if compare and device.type == "cpu":
+        nchw = result["images_per_s_nchw_default_malloc"]
+        cl = result["images_per_s_channels_last_default_malloc"]
+        result["speedup_vs_nchw"] = round(result["images_per_s"] / nchw, 3)
+        result["speedup_channels_last"] = round(cl / nchw, 3)
+        if cfg.CHANNELS_LAST:
+            result["speedup_allocator"] = round(result["images_per_s"] / cl, 3)
+    result.update(model=cfg.MODEL.NAME, batch=batch, image_size=[w, h], channels_last=bool(cfg.CHANNELS_LAST),
+                  amp=cfg.AMP.DTYPE if cfg.AMP.ENABLED else "off", allocator_tuned=tuned, device=str(device),
+                  threads=torch.get_num_threads(), optimizer=opt_names[-1],
                   warmup=warmup, steps=steps, torch=torch.__version__)
     return result
 

@@ -198,14 +198,20 @@ def _fmt_time(s: Optional[float]) -> str:
     return f"{s / 3600:.2f} h" if s >= 3600 else f"{s / 60:.1f} min"
 
 
+def labels(runs: Sequence[Run]) -> List[str]:
+    """The run folder names; the path as given where two runs share a name (different output folders)."""
+    names = [r.name for r in runs]
+    return [r.name if names.count(r.name) == 1 else os.path.normpath(r.path) for r in runs]
+
+
 def run_table(runs: Sequence[Run]) -> str:
     """Markdown table, one row per run."""
     lines = ["| run | optimizer | LR | status | epochs | best NME | epoch of best | final NME | wall time | notes |",
              "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in runs:
+    for r, label in zip(runs, labels(runs)):
         best, best_ep = r.best
         lr = "-" if r.lr is None else f"{r.lr:g}"
-        lines.append(f"| {r.name} | {r.optimizer or '-'} | {lr} | {r.status} | {_fmt(r.epochs, 'd')} | {_fmt(best)} "
+        lines.append(f"| {label} | {r.optimizer or '-'} | {lr} | {r.status} | {_fmt(r.epochs, 'd')} | {_fmt(best)} "
                      f"| {_fmt(best_ep, 'd')} | {_fmt(r.final)} | {_fmt_time(r.wall_time)} | "
                      f"{'; '.join(r.problems)} |")
     return "\n".join(lines)
@@ -264,8 +270,8 @@ def plot(runs: Sequence[Run], out: str, smoothing: float = 0.6, by_group: bool =
 
     drawable = [r for r in runs if r.curves]
     series: Dict[str, List[Run]] = {}
-    for r in drawable:
-        series.setdefault(r.group if by_group else r.name, []).append(r)
+    for r, label in zip(drawable, labels(drawable)):
+        series.setdefault(r.group if by_group else label, []).append(r)
     fig, axes = plt.subplots(1, 3, figsize=(17, 5))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, tag in zip(axes, TAGS):
@@ -286,8 +292,7 @@ def plot(runs: Sequence[Run], out: str, smoothing: float = 0.6, by_group: bool =
         if tag.endswith("loss"):
             ax.set_yscale("log")
         ax.grid(True, alpha=0.3)
-    handles, labels = axes[2].get_legend_handles_labels()
-    if handles:
+    if axes[2].get_legend_handles_labels()[0]:
         axes[2].legend(fontsize=8)
     fig.suptitle(f"thin: raw, solid: smoothed (EMA {smoothing})" + (", band: +- std over seeds" if by_group else ""))
     fig.tight_layout()
