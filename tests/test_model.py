@@ -25,6 +25,15 @@ def _randomise_bn(model: nn.Module, seed: int = 0) -> None:
             m.bias.data.copy_(torch.rand(n, generator=g) - 0.5)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: on a loaded 2-core machine OpenMP barriers make 2 threads many times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def w18():
     torch.manual_seed(0)
