@@ -57,6 +57,7 @@ def _validate(cfg: CfgNode, source: str) -> None:
             raise ConfigError(f"{source}: {key} {why}")
 
     need(cfg.DEVICE in ("auto", "cpu", "cuda"), "DEVICE", f"must be auto|cpu|cuda, got {cfg.DEVICE!r}")
+    need(cfg.AMP.MODE in ("off", "on", "auto"), "AMP.MODE", f"must be off|on|auto, got {cfg.AMP.MODE!r}")
     need(cfg.AMP.DTYPE in ("bf16", "fp16"), "AMP.DTYPE", f"must be bf16|fp16, got {cfg.AMP.DTYPE!r}")
     need(len(cfg.MODEL.IMAGE_SIZE) == 2 and len(cfg.MODEL.HEATMAP_SIZE) == 2,
          "MODEL.IMAGE_SIZE/HEATMAP_SIZE", "must be [width, height]")

@@ -17,8 +17,8 @@ _C.CHANNELS_LAST = True  # NHWC memory format for the model and inputs (faster o
 _C.DETERMINISTIC = False  # torch.use_deterministic_algorithms + cudnn.deterministic (slower)
 
 _C.AMP = CN()
-_C.AMP.ENABLED = False  # autocast on CUDA (and bf16 on CPU if DTYPE is bf16)
-_C.AMP.DTYPE = "bf16"  # bf16 | fp16 (fp16 adds a GradScaler)
+_C.AMP.MODE = "off"  # off (float32) | on (autocast with DTYPE) | auto (bf16 where native: CUDA, AVX512-BF16/AMX CPUs; else float32); see hrnet/device.py
+_C.AMP.DTYPE = "bf16"  # bf16 | fp16 for AMP.MODE on (fp16: CUDA only, adds a GradScaler)
 
 _C.CUDNN = CN()
 _C.CUDNN.BENCHMARK = True  # cudnn autotuner (input size is fixed)

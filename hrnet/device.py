@@ -1,0 +1,133 @@
+"""The one device policy and the one mixed-precision (autocast) policy.
+
+Everything that runs the model (the trainer, evaluation, ``tools/test.py``, ``tools/demo.py``,
+``tools/benchmark.py``) asks this module which device to use and how to autocast, so the choice
+and its reason are made once and logged once.
+
+``AMP.MODE`` (configs/defaults.py):
+
+* ``off``: float32 everywhere.
+* ``on``: autocast with ``AMP.DTYPE`` (bf16 or fp16; fp16 only on CUDA, with a GradScaler).
+* ``auto``: bf16 where the hardware computes it natively (CUDA devices with bf16 support; CPUs
+  with AVX512-BF16 or AMX-BF16), float32 elsewhere. On a CPU without native bf16 (e.g. AVX2
+  only), PyTorch emulates bf16 and a train step is several times slower than float32.
+
+The model keeps its last head convolution and the loss in float32 whatever the policy: bf16
+heatmaps quantise to about 0.004 and spoil sub-pixel decoding.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+from dataclasses import dataclass
+from typing import ContextManager, Optional
+
+import torch
+
+__all__ = ["select_device", "cpu_has_native_bf16", "AmpPolicy", "amp_policy", "amp_policy_from_cfg", "DeviceError"]
+
+_logger = logging.getLogger(__name__)
+
+_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+class DeviceError(ValueError):
+    """A device request this machine cannot serve (names the config key)."""
+
+
+def select_device(device: str = "auto", local_rank: int = 0) -> torch.device:
+    """``DEVICE`` -> a torch device: ``auto`` (CUDA when available) | ``cpu`` | ``cuda``.
+
+    Under torchrun each process takes GPU ``local_rank`` (modulo the visible GPUs).
+    Raises ``DeviceError`` for an unknown value or ``cuda`` without CUDA.
+    """
+    if device not in ("auto", "cpu", "cuda"):
+        raise DeviceError(f"DEVICE must be auto|cpu|cuda, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise DeviceError("DEVICE cuda: CUDA is not available on this machine (use DEVICE cpu or auto)")
+    if device == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", local_rank % torch.cuda.device_count())
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU computes bf16 in hardware (AVX512-BF16 or AMX-BF16 in /proc/cpuinfo)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return any(flag in flags for flag in _BF16_CPU_FLAGS)
+    except OSError:
+        pass
+    return False
+
+
+@dataclass(frozen=True)
+class AmpPolicy:
+    """How to run the forward pass on ``device``: ``dtype`` None means float32.
+
+    ``reason`` says why (logged once by the caller). ``use_scaler`` is True for fp16 only.
+    """
+    device: torch.device
+    dtype: Optional[torch.dtype]
+    reason: str
+
+    @property
+    def enabled(self) -> bool:
+        return self.dtype is not None
+
+    @property
+    def use_scaler(self) -> bool:
+        return self.dtype == torch.float16
+
+    @property
+    def name(self) -> str:
+        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
+
+    def autocast(self) -> ContextManager:
+        """The autocast context of this policy (a no-op for float32)."""
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+
+    def grad_scaler(self) -> "torch.amp.GradScaler":
+        """A GradScaler that is active for fp16 only (``enabled=False`` is a transparent pass-through)."""
+        return torch.amp.GradScaler(self.device.type, enabled=self.use_scaler)
+
+
+def _native_bf16(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        return cpu_has_native_bf16()
+    return False
+
+
+def amp_policy(mode: str, dtype: str, device: torch.device) -> AmpPolicy:
+    """Resolve ``AMP.MODE`` (off | on | auto) and ``AMP.DTYPE`` (bf16 | fp16) for ``device``."""
+    device = torch.device(device)
+    if mode == "off":
+        return AmpPolicy(device, None, "AMP.MODE off")
+    if mode == "auto":
+        if _native_bf16(device):
+            what = "CUDA device" if device.type == "cuda" else "CPU (AVX512-BF16/AMX)"
+            return AmpPolicy(device, torch.bfloat16, f"AMP.MODE auto: bf16, native on this {what}")
+        return AmpPolicy(device, None, f"AMP.MODE auto: float32, no native bf16 on this {device.type}")
+    if mode != "on":
+        raise ValueError(f"AMP.MODE must be off|on|auto, got {mode!r}")
+    want = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype)
+    if want is None:
+        raise ValueError(f"AMP.DTYPE must be bf16|fp16, got {dtype!r}")
+    if want == torch.float16 and device.type != "cuda":
+        return AmpPolicy(device, None, "AMP.MODE on with fp16: fp16 autocast is CUDA-only, float32 on CPU")
+    note = "" if _native_bf16(device) or want != torch.bfloat16 else " (emulated here: slower than float32)"
+    return AmpPolicy(device, want, f"AMP.MODE on: {dtype}{note}")
+
+
+def amp_policy_from_cfg(cfg, device: torch.device) -> AmpPolicy:
+    """:func:`amp_policy` of ``cfg.AMP``."""
+    return amp_policy(cfg.AMP.MODE, cfg.AMP.DTYPE, device)
+
