@@ -20,6 +20,12 @@ setup(
         "matplotlib>=3.7",
         "numpy>=1.24",
         "pyyaml>=6.0",
+        "scipy>=1.10",  # Student t quantiles of the study statistics (hrnet/stats.py)
     ],
-    extras_require={"test": ["pytest>=7.4", "pytest-timeout>=2.1"]},
+    extras_require={
+        # tools/export.py --format onnx, tools/demo.py --backend onnxruntime, benchmark.py infer
+        "export": ["onnx>=1.14", "onnxruntime>=1.16"],
+        # CI runs the export tests too, so the test extra includes the export one
+        "test": ["pytest>=7.4", "pytest-timeout>=2.1", "onnx>=1.14", "onnxruntime>=1.16"],
+    },
 )

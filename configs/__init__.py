@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Optional, Sequence
 
+import yaml
 from yacs.config import CfgNode
 
 from .defaults import get_defaults
@@ -20,6 +22,36 @@ def _explain(exc: Exception) -> str:
     return str(exc.args[0]) if exc.args else repr(exc)
 
 
+def _ints_to_floats(node: CfgNode, defaults: CfgNode) -> None:
+    """An integer where the default is a float (``TRAIN.LR: 1``, ``TEST.AUC_MAX_PX 0``) becomes that
+    float: yacs would refuse it as a type mismatch, which no user means."""
+    for key, value in node.items():
+        ref = defaults.get(key) if isinstance(defaults, CfgNode) else None
+        if isinstance(value, CfgNode):
+            _ints_to_floats(value, ref)
+        elif isinstance(ref, float) and isinstance(value, int) and not isinstance(value, bool):
+            node[key] = float(value)
+
+
+def _coerce_opts(opts: Sequence[str], defaults: CfgNode) -> list:
+    """``KEY VALUE`` pairs with integer values of float keys written as floats (see :func:`_ints_to_floats`)."""
+    from ast import literal_eval
+
+    out = list(opts)
+    for i in range(0, len(out) - 1, 2):
+        ref: object = defaults
+        for part in str(out[i]).split("."):
+            ref = ref.get(part) if isinstance(ref, CfgNode) else None
+        if isinstance(ref, float):
+            try:
+                value = literal_eval(out[i + 1])
+            except (ValueError, SyntaxError):
+                continue
+            if isinstance(value, int) and not isinstance(value, bool):
+                out[i + 1] = repr(float(value))
+    return out
+
+
 def load_config(path: Optional[str] = None, opts: Sequence[str] = (), freeze: bool = True) -> CfgNode:
     """Defaults, then the yaml file ``path``, then ``opts`` (``["TRAIN.LR", "0.001", ...]``).
 
@@ -32,10 +64,18 @@ def load_config(path: Optional[str] = None, opts: Sequence[str] = (), freeze: bo
         if not os.path.isfile(path):
             raise FileNotFoundError(f"config file not found: {path}")
         try:
-            cfg.merge_from_file(path)
-        except (KeyError, ValueError, AssertionError, TypeError) as exc:
+            with open(path, "r", encoding="utf-8-sig") as f:
+                loaded = CfgNode.load_cfg(f)
+            _ints_to_floats(loaded, cfg)
+            cfg.merge_from_other_cfg(loaded)
+        except yaml.YAMLError as exc:  # the parser's message spans lines; keep the position
+            mark = getattr(exc, "problem_mark", None)
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or type(exc).__name__
+            raise ConfigError(f"{path}: not valid yaml{where}: {problem}") from exc
+        except (KeyError, ValueError, AssertionError, TypeError, AttributeError) as exc:
             raise ConfigError(f"{path}: {_explain(exc)}") from exc
-    opts = list(opts)
+    opts = _coerce_opts(opts, cfg)
     if len(opts) % 2:
         raise ConfigError(f"command-line overrides must be KEY VALUE pairs, got an odd list: {opts}")
     try:
@@ -61,19 +101,52 @@ def _validate(cfg: CfgNode, source: str) -> None:
     need(cfg.AMP.DTYPE in ("bf16", "fp16"), "AMP.DTYPE", f"must be bf16|fp16, got {cfg.AMP.DTYPE!r}")
     need(len(cfg.MODEL.IMAGE_SIZE) == 2 and len(cfg.MODEL.HEATMAP_SIZE) == 2,
          "MODEL.IMAGE_SIZE/HEATMAP_SIZE", "must be [width, height]")
+    need(min(cfg.MODEL.IMAGE_SIZE) > 0 and min(cfg.MODEL.HEATMAP_SIZE) > 0, "MODEL.IMAGE_SIZE/HEATMAP_SIZE",
+         "must be positive")  # their ratio (stride 4) is the model's rule: hrnet.build_model checks it
     need(cfg.MODEL.NUM_JOINTS > 0, "MODEL.NUM_JOINTS", "must be positive")
     need(cfg.MODEL.SIGMA > 0, "MODEL.SIGMA", "must be positive")
     need(cfg.DATASET.FORMAT in ("synthetic", "coco", "csv"), "DATASET.FORMAT",
          f"must be synthetic|coco|csv, got {cfg.DATASET.FORMAT!r}")
     need(cfg.DATASET.ON_BAD_SAMPLE in ("error", "skip"), "DATASET.ON_BAD_SAMPLE",
          f"must be error|skip, got {cfg.DATASET.ON_BAD_SAMPLE!r}")
+    need(cfg.WORKERS >= 0, "WORKERS", f"must be >= 0, got {cfg.WORKERS}")
+    need(cfg.DATASET.BBOX_PADDING > 0, "DATASET.BBOX_PADDING", f"must be positive, got {cfg.DATASET.BBOX_PADDING}")
+    need(cfg.DATASET.MAX_TRAIN_SAMPLES >= 0, "DATASET.MAX_TRAIN_SAMPLES",
+         f"must be >= 0 (0 = all), got {cfg.DATASET.MAX_TRAIN_SAMPLES}")
+    need(cfg.DATASET.MAX_TEST_SAMPLES >= 0, "DATASET.MAX_TEST_SAMPLES",
+         f"must be >= 0 (0 = all), got {cfg.DATASET.MAX_TEST_SAMPLES}")
+    need(cfg.DATASET.SYNTHETIC.NUM_TRAIN >= 0 and cfg.DATASET.SYNTHETIC.NUM_TEST >= 0,
+         "DATASET.SYNTHETIC.NUM_TRAIN/NUM_TEST", "must be >= 0")
+    need(0 <= cfg.DATASET.SCALE_FACTOR < 1, "DATASET.SCALE_FACTOR",
+         f"must be in [0, 1) (scales 1 -/+ f), got {cfg.DATASET.SCALE_FACTOR}")
+    for key in ("FLIP_PROB", "ROT_PROB", "COLOR_PROB", "BLUR_PROB", "NOISE_PROB"):
+        need(0 <= cfg.DATASET[key] <= 1, f"DATASET.{key}", f"is a probability in [0, 1], got {cfg.DATASET[key]}")
+    need(cfg.TRAIN.END_EPOCH >= 1, "TRAIN.END_EPOCH", f"must be >= 1, got {cfg.TRAIN.END_EPOCH}")
+    need(cfg.TRAIN.BEGIN_EPOCH >= 0, "TRAIN.BEGIN_EPOCH", f"must be >= 0, got {cfg.TRAIN.BEGIN_EPOCH}")
     need(cfg.TRAIN.BATCH_SIZE_PER_GPU > 0, "TRAIN.BATCH_SIZE_PER_GPU", "must be positive")
     need(cfg.TEST.BATCH_SIZE_PER_GPU > 0, "TEST.BATCH_SIZE_PER_GPU", "must be positive")
     need(cfg.TRAIN.LR > 0, "TRAIN.LR", "must be positive")
     need(list(cfg.TRAIN.LR_STEP) == sorted(cfg.TRAIN.LR_STEP), "TRAIN.LR_STEP", "must be increasing")
+    need(all(step > 0 for step in cfg.TRAIN.LR_STEP), "TRAIN.LR_STEP", f"epochs must be positive, got {list(cfg.TRAIN.LR_STEP)}")
+    late = [step for step in cfg.TRAIN.LR_STEP if step >= cfg.TRAIN.END_EPOCH]
+    if late:  # legal (a shortened run of a longer schedule) but usually a forgotten edit
+        warnings.warn(f"{source}: TRAIN.LR_STEP {late} at or beyond TRAIN.END_EPOCH {cfg.TRAIN.END_EPOCH}: "
+                      f"those LR decays never happen", stacklevel=3)
+    if cfg.TRAIN.BEGIN_EPOCH:
+        warnings.warn(f"{source}: TRAIN.BEGIN_EPOCH {cfg.TRAIN.BEGIN_EPOCH} is ignored: a fresh run starts at "
+                      f"epoch 0 and --resume at its checkpoint's epoch", stacklevel=3)
+    need(cfg.TRAIN.WD >= 0, "TRAIN.WD", f"must be >= 0, got {cfg.TRAIN.WD}")
+    need(cfg.TRAIN.CLIP_GRAD_NORM >= 0, "TRAIN.CLIP_GRAD_NORM", f"must be >= 0 (0 = off), got {cfg.TRAIN.CLIP_GRAD_NORM}")
+    # TRAIN.OPTIMIZER, TRAIN.LOOKAHEAD.K/ALPHA/INNER/PULLBACK and MODEL.NAME are checked by their builders
+    # (optim/, hrnet/model.py), which the trainer runs before touching any file or image.
+    la = cfg.TRAIN.LOOKAHEAD
+    need(la.BN_RECALIBRATE_BATCHES >= 0, "TRAIN.LOOKAHEAD.BN_RECALIBRATE_BATCHES",
+         f"must be >= 0 (0 = off), got {la.BN_RECALIBRATE_BATCHES}")
     need(cfg.TRAIN.LOOKAHEAD.EVAL_WEIGHTS in ("slow", "fast"), "TRAIN.LOOKAHEAD.EVAL_WEIGHTS",
          f"must be slow|fast, got {cfg.TRAIN.LOOKAHEAD.EVAL_WEIGHTS!r}")
     need(cfg.TEST.DECODE in ("argmax", "dark"), "TEST.DECODE", f"must be argmax|dark, got {cfg.TEST.DECODE!r}")
+    for key in ("FAILURE_THRESHOLD", "PCK_THRESHOLD", "AUC_MAX_PX"):
+        need(cfg.TEST[key] > 0, f"TEST.{key}", f"must be positive, got {cfg.TEST[key]}")
 
 
 def experiment_name(cfg: CfgNode) -> str:

@@ -99,6 +99,8 @@ _C.TEST.FAILURE_THRESHOLD = 0.1  # an image with NME above this counts as a fail
 _C.TEST.PCK_THRESHOLD = 0.2  # PCK threshold, fraction of the bbox size (mmpose hands)
 _C.TEST.AUC_MAX_PX = 30.0  # AUC of PCK over thresholds 0..AUC_MAX_PX pixels (mmpose hands)
 _C.TEST.MODEL_FILE = ""  # checkpoint evaluated by tools/test.py (or --model-file)
+_C.TEST.VIS_IMAGES = 8  # validation crops in the TensorBoard image grid valid/predictions (0 = no grid)
+_C.TEST.VIS_HEATMAP = False  # overlay the summed predicted heatmap on that grid (one extra forward of those crops)
 
 
 def get_defaults() -> CN:

@@ -1,7 +1,7 @@
 """HRNet-Facial-Landmark-Detection CSV annotations -> :class:`HandRecord` s.
 
-Layout, one hand per row, with a header row (a first row whose ``scale`` cell is not a number is
-taken as the header)::
+Layout, one hand per row, with an optional header row (a first row none of whose cells after
+the first is a number; a data row with one bad number is a bad sample, never a header)::
 
     image_name, scale, center_w, center_h, x0, y0, x1, y1, ..., x20, y20
 
@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import csv
 import os
-from typing import Dict, List
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .records import BadSampleError, BadSamples, HandRecord, make_record
+from .records import AnnotationFileError, BadSampleError, BadSamples, HandRecord, make_record
 
 __all__ = ["read_csv"]
 
@@ -37,20 +37,29 @@ def _is_number(text: str) -> bool:
         return False
 
 
-def read_csv(ann_file: str, image_root: str, num_joints: int = 21, on_bad: str = "error") -> List[HandRecord]:
+def _is_header(row: Sequence[str]) -> bool:
+    """A header names its columns: no cell after the image name is a number."""
+    return len(row) > 1 and not any(_is_number(c) for c in row[1:])
+
+
+def read_csv(ann_file: str, image_root: str, num_joints: int = 21, on_bad: str = "error",
+             skipped: Optional[List[str]] = None) -> List[HandRecord]:
     """All hand samples of an HRNet-Facial-style CSV file, in file order.
 
     Args and returns as :func:`data.coco.read_coco`; error messages name the file, the line and
     the annotation id.
     """
-    bad = BadSamples(on_bad, ann_file)
+    bad = BadSamples(on_bad, ann_file, skipped)
     ncols = 4 + 2 * num_joints
     image_ids: Dict[str, int] = {}
     records: List[HandRecord] = []
-    with open(ann_file, "r", encoding="utf-8", newline="") as f:
-        rows = [(n, row) for n, row in enumerate(csv.reader(f), start=1) if any(c.strip() for c in row)]
-    if rows and (len(rows[0][1]) < 2 or not _is_number(rows[0][1][1])):
-        rows = rows[1:]  # header row
+    try:
+        with open(ann_file, "r", encoding="utf-8-sig", newline="") as f:  # -sig: a BOM is skipped
+            rows = [(n, row) for n, row in enumerate(csv.reader(f), start=1) if any(c.strip() for c in row)]
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise AnnotationFileError(f"{ann_file}: not a readable UTF-8 CSV file ({exc})") from None
+    if rows and _is_header(rows[0][1]):
+        rows = rows[1:]
     for ann_id, (line, row) in enumerate(rows):
         where = f"{ann_file} line {line} annotation id {ann_id}"
         try:

@@ -42,11 +42,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from hrnet.heatmaps import encode_heatmaps
-
+from .codec import HeatmapCodec
 from .coco import read_coco
 from .csv import read_csv
-from .records import BadSampleError, BadSamples, HandRecord, check_image_file, is_jpeg_path
+from .records import (BadSampleError, BadSamples, HandRecord, check_record_image, decode_problem, inspect_image,
+                      is_jpeg_path)
 from .transforms import (Normalize, box_to_center_scale, build_photometric_aug, get_affine_transform,
                          invert_affine, reduced_decode_factor, reduced_image_affine, sample_augmentation,
                          transform_points, warp_crop)
@@ -81,7 +81,7 @@ class HandKeypointDataset(Dataset):
                              f"MODEL.NUM_JOINTS is {self.num_joints}")
         self.image_size = (int(cfg.MODEL.IMAGE_SIZE[0]), int(cfg.MODEL.IMAGE_SIZE[1]))
         self.heatmap_size = (int(cfg.MODEL.HEATMAP_SIZE[0]), int(cfg.MODEL.HEATMAP_SIZE[1]))
-        self.sigma = float(cfg.MODEL.SIGMA)
+        self.codec = HeatmapCodec.from_cfg(cfg)
         d = cfg.DATASET
         self.padding = float(d.BBOX_PADDING)
         self.aspect = self.image_size[0] / self.image_size[1]
@@ -134,7 +134,8 @@ class HandKeypointDataset(Dataset):
             try:
                 return self._load(j)
             except BadSampleError as exc:
-                if self.on_bad == "error":
+                # A test sample is never substituted: the substitute's hand would be scored twice.
+                if self.on_bad == "error" or not self.is_train:
                     raise
                 warnings.warn(f"{exc}; returning sample {(j + 1) % n} instead (DATASET.ON_BAD_SAMPLE skip)")
         raise BadSampleError(f"{self.source}: {_MAX_SUBSTITUTES} consecutive samples from index {index} "
@@ -169,14 +170,13 @@ class HandKeypointDataset(Dataset):
         mat = get_affine_transform(center, scale, rotation, self.image_size, flip)
         crop = warp_crop(img, reduced_image_affine(mat, factor), self.image_size)  # BGRA (H, W, 4)
         if self._photometric is not None:
-            rgb = cv2.cvtColor(crop, cv2.COLOR_BGRA2RGB)  # on the small crop, not the full image
-            image = self._normalize(self._photometric(image=rgb)["image"])
-        else:
-            image = self._normalize(crop, bgr=True)
+            effects = self._photometric.draw()
+            if effects:  # on the small crop, not the full image; BGR throughout (no channel swap)
+                crop = self._photometric.apply(cv2.cvtColor(crop, cv2.COLOR_BGRA2BGR), effects, bgr=True)
+        image = self._normalize(crop, bgr=True)
 
         hm_mat = get_affine_transform(center, scale, rotation, self.heatmap_size, flip)
-        target, target_weight = encode_heatmaps(transform_points(kpts[:, :2], hm_mat), kpts[:, 2],
-                                                self.heatmap_size, self.sigma)
+        target, target_weight = self.codec.encode(transform_points(kpts[:, :2], hm_mat), kpts[:, 2])
         meta = {
             "image_id": int(self._image_ids[index]),
             "ann_id": int(self._ann_ids[index]),
@@ -192,18 +192,33 @@ class HandKeypointDataset(Dataset):
                 "target_weight": torch.from_numpy(target_weight), "meta": meta}
 
 
-def check_images(records: Sequence[HandRecord], on_bad: str, source: str, limit: int = 0) -> List[HandRecord]:
-    """Records whose image passes :func:`data.records.check_image_file`, in order, at most ``limit``
-    (0 = all). Each file is checked once however many hands it holds."""
-    bad = BadSamples(on_bad, source)
-    reasons: Dict[str, Optional[str]] = {}
+def check_images(records: Sequence[HandRecord], on_bad: str, source: str, limit: int = 0,
+                 decode: bool = False, skipped: Optional[List[str]] = None) -> List[HandRecord]:
+    """Records whose image passes the checks, in order, at most ``limit`` (0 = all).
+
+    Each file is checked once however many hands it holds: :func:`data.records.inspect_image`
+    (exists, header, size limit, not truncated), its size against the ``width`` / ``height`` the
+    annotation file states, :func:`data.records.check_record_image` (box and keypoints inside
+    the image), and with ``decode`` a full decode (:func:`data.records.decode_problem`).
+    Messages of skipped samples (``on_bad='skip'``) are appended to ``skipped``.
+    """
+    bad = BadSamples(on_bad, source, skipped)
+    seen: Dict[str, Any] = {}
     out: List[HandRecord] = []
     for rec in records:
         if limit and len(out) >= limit:
             break
-        if rec.image_path not in reasons:
-            reasons[rec.image_path] = check_image_file(rec.image_path)
-        reason = reasons[rec.image_path]
+        if rec.image_path not in seen:
+            size, reason = inspect_image(rec.image_path)
+            if reason is None and decode:
+                reason = decode_problem(rec.image_path)
+            seen[rec.image_path] = (size, reason)
+        size, reason = seen[rec.image_path]
+        if reason is None and rec.image_size is not None and tuple(rec.image_size) != tuple(size):
+            reason = (f"the image is {size[0]}x{size[1]} pixels, the annotation file says "
+                      f"{rec.image_size[0]}x{rec.image_size[1]} (width x height)")
+        if reason is None:
+            reason = check_record_image(rec, *size)
         if reason is not None:
             bad(BadSampleError(f"{rec.image_path}: {reason} (annotation id {rec.ann_id} in {source})"))
             continue
@@ -231,6 +246,9 @@ def build_dataset(cfg, is_train: bool) -> HandKeypointDataset:
     (``data.synthetic.ensure_dataset``), then reads it as COCO. ``DATASET.MAX_TRAIN_SAMPLES`` /
     ``MAX_TEST_SAMPLES`` keep the first N usable samples. Training samples are augmented per the
     ``DATASET`` factors; test samples are not.
+
+    The returned dataset's ``skipped`` lists one line (file, annotation id, reason) per sample
+    left out under ``DATASET.ON_BAD_SAMPLE skip``; it is empty with ``error`` (a bad sample raises).
     """
     fmt = cfg.DATASET.FORMAT
     root = cfg.DATASET.ROOT
@@ -244,7 +262,16 @@ def build_dataset(cfg, is_train: bool) -> HandKeypointDataset:
         raise FileNotFoundError(f"DATASET.{key}: annotation file not found: {ann_file} "
                                 f"(absolute, or relative to DATASET.ROOT {root!r})")
     reader = read_csv if fmt == "csv" else read_coco
-    records = reader(ann_file, root, int(cfg.MODEL.NUM_JOINTS), cfg.DATASET.ON_BAD_SAMPLE)
+    skipped: List[str] = []
+    records = reader(ann_file, root, int(cfg.MODEL.NUM_JOINTS), cfg.DATASET.ON_BAD_SAMPLE, skipped=skipped)
     limit = int(cfg.DATASET.MAX_TRAIN_SAMPLES if is_train else cfg.DATASET.MAX_TEST_SAMPLES)
-    records = check_images(records, cfg.DATASET.ON_BAD_SAMPLE, ann_file, limit)
-    return HandKeypointDataset(records, cfg, is_train, source=ann_file)
+    # A test image that failed to decode at load time could only be replaced by another hand
+    # (scored twice): decode test images fully now, so every bad one is left out and counted here.
+    records = check_images(records, cfg.DATASET.ON_BAD_SAMPLE, ann_file, limit, decode=not is_train,
+                           skipped=skipped)
+    if not records:
+        raise BadSampleError(f"{ann_file}: no usable samples"
+                             + (f" ({len(skipped)} skipped, DATASET.ON_BAD_SAMPLE skip)" if skipped else ""))
+    dataset = HandKeypointDataset(records, cfg, is_train, source=ann_file)
+    dataset.skipped = skipped  # one line per skipped sample, for train.log / metrics.json
+    return dataset

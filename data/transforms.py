@@ -18,7 +18,7 @@ Everything is vectorised: ``transform_points`` takes one matrix or a batch of ma
 """
 from __future__ import annotations
 
-from typing import Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -192,24 +192,100 @@ def warp_crop(img: np.ndarray, mat: np.ndarray, out_size: Sequence[int]) -> np.n
                           borderValue=(0, 0, 0, 0))
 
 
-def build_photometric_aug(cfg):
-    """The albumentations photometric augmentation of the training crop, or None if off.
+class PhotometricAug:
+    """The photometric augmentation of a uint8 training crop (H, W, 3), in albumentations' order and
+    distribution, each effect drawn independently:
+
+    1. brightness/contrast (probability ``color_prob``): ``x * alpha + beta * 255``, alpha - 1 and
+       beta uniform in [-brightness, brightness], clipped and truncated to uint8
+       (``A.RandomBrightnessContrast``);
+    2. hue/saturation (``color_prob``): in OpenCV's HSV, hue + uniform [-hue, hue] modulo 180 and
+       saturation + int(uniform [-saturation, saturation]) clipped, grey pixels (S = 0) kept grey
+       (``A.HueSaturationValue`` with ``val_shift_limit=0``);
+    3. Gaussian blur (``blur_prob``): kernel 3 (probability 1/3) or 5, sigma uniform [0.3, 1.5]
+       (``A.GaussianBlur(blur_limit=(3, 5), sigma_limit=(0.3, 1.5))``);
+    4. Gaussian noise (``noise_prob``): i.i.d. per pixel and channel, std uniform
+       [noise_std / 4, noise_std] x 255, the sum clipped and truncated to uint8 (``A.GaussNoise``).
+
+    Each effect is one table lookup or one OpenCV call on the whole crop (no per-channel split,
+    no Compose bookkeeping); the noise comes from OpenCV's generator seeded from this object's
+    numpy generator, so a seed gives the same output. HSV is channel-order free, so BGR and RGB
+    crops take the same path (``bgr`` only picks the conversion). tests/test_transforms.py
+    compares every effect with albumentations' own functions at the same parameters.
+    """
+
+    def __init__(self, brightness: float, hue: float, saturation: float, color_prob: float, blur_prob: float,
+                 noise_prob: float, noise_std: float):
+        self.brightness, self.hue, self.saturation = float(brightness), float(hue), float(saturation)
+        self.color_prob, self.blur_prob, self.noise_prob = float(color_prob), float(blur_prob), float(noise_prob)
+        self.noise_std = float(noise_std)
+        self._levels = np.arange(256, dtype=np.float32)
+        self._rng = np.random.default_rng()
+
+    def set_random_state(self, rng: np.random.Generator, py_random=None) -> None:
+        """Draw from ``rng`` from now on (``py_random`` is accepted for albumentations' signature)."""
+        self._rng = rng
+
+    def draw(self) -> Dict[str, Any]:
+        """The parameters of one call: always the same count of draws, so the stream is outcome-free."""
+        u = self._rng.random(10)
+        p: Dict[str, Any] = {}
+        if u[0] < self.color_prob:
+            p["alpha"] = 1.0 + self.brightness * (2.0 * u[1] - 1.0)
+            p["beta"] = 255.0 * self.brightness * (2.0 * u[2] - 1.0)
+        if u[3] < self.color_prob:
+            p["hue"] = self.hue * (2.0 * u[4] - 1.0)
+            p["sat"] = int(self.saturation * (2.0 * u[5] - 1.0))
+        if u[6] < self.blur_prob:
+            p["ksize"] = 3 if u[7] < 1.0 / 3.0 else 5
+            p["sigma"] = 0.3 + 1.2 * u[8]
+        if u[9] < self.noise_prob:
+            p["noise"] = 255.0 * self.noise_std * (0.25 + 0.75 * self._rng.random())
+            p["seed"] = int(self._rng.integers(0, 2 ** 31 - 1))
+        return p
+
+    def apply(self, img: np.ndarray, p: Dict[str, Any], bgr: bool = False) -> np.ndarray:
+        """``img`` uint8 (H, W, 3) with the effects of ``p`` (from :meth:`draw`); ``img`` itself when ``p`` is empty."""
+        out = img
+        if "alpha" in p:
+            lut = np.clip(self._levels * np.float32(p["alpha"]) + np.float32(p["beta"]), 0, 255).astype(np.uint8)
+            out = cv2.LUT(out, lut)
+        if "hue" in p and (p["hue"] != 0 or p["sat"] != 0):
+            hsv = cv2.cvtColor(out, cv2.COLOR_BGR2HSV if bgr else cv2.COLOR_RGB2HSV)
+            hue = np.mod(np.arange(256, dtype=np.int16) + p["hue"], 180).astype(np.uint8)
+            sat = np.clip(np.arange(256) + p["sat"], 0, 255).astype(np.uint8)
+            sat[0] = 0  # grey stays grey
+            # One 3-channel lookup (V unchanged) instead of split, two LUTs, a mask and merge.
+            cv2.LUT(hsv, np.stack([hue, sat, np.arange(256, dtype=np.uint8)], 1)[:, None, :], dst=hsv)
+            out = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR if bgr else cv2.COLOR_HSV2RGB)
+        if "ksize" in p:
+            x = np.arange(p["ksize"], dtype=np.float64) - p["ksize"] // 2
+            k = np.exp(-0.5 * (x / p["sigma"]) ** 2)
+            k /= k.sum()
+            out = cv2.sepFilter2D(out, -1, k, k)
+        if "noise" in p:
+            noise = np.empty(out.shape, dtype=np.float32)
+            cv2.setRNGSeed(p["seed"])
+            # mean -0.5: uint8 saturation rounds, so round(x + n - 0.5) = the truncation of clip(x + n)
+            cv2.randn(noise.reshape(out.shape[0], -1), -0.5, p["noise"])  # one plane: scalars cover every channel
+            out = cv2.add(out, noise, dtype=cv2.CV_8U)
+        return out
+
+    def __call__(self, img: np.ndarray, bgr: bool = False) -> np.ndarray:
+        """One random draw applied to ``img`` uint8 (H, W, 3) (RGB, or BGR with ``bgr``)."""
+        return self.apply(img, self.draw(), bgr)
+
+
+def build_photometric_aug(cfg) -> Optional[PhotometricAug]:
+    """The photometric augmentation of the training crop (:class:`PhotometricAug`), or None if off.
 
     From ``DATASET``: brightness/contrast (limit ``BRIGHTNESS``) and hue/saturation
     (``HUE``, ``SATURATION``), each with probability ``COLOR_PROB``; Gaussian blur (kernel 3-5 px,
     sigma 0.3-1.5, probability ``BLUR_PROB``); Gaussian noise (std up to ``NOISE_STD`` of 255,
-    probability ``NOISE_PROB``). Applied to the uint8 RGB crop (256x256), never the full image.
+    probability ``NOISE_PROB``). Applied to the uint8 crop (256x256), never the full image.
     Seed it with ``set_random_state`` (the dataset hands it its per-worker generator).
     """
     d = cfg.DATASET
     if not d.COLOR_AUG:
         return None
-    import albumentations as A  # lazy: heavy import, training only
-
-    return A.Compose([
-        A.RandomBrightnessContrast(brightness_limit=d.BRIGHTNESS, contrast_limit=d.BRIGHTNESS, p=d.COLOR_PROB),
-        A.HueSaturationValue(hue_shift_limit=d.HUE, sat_shift_limit=d.SATURATION, val_shift_limit=0,
-                             p=d.COLOR_PROB),
-        A.GaussianBlur(blur_limit=(3, 5), sigma_limit=(0.3, 1.5), p=d.BLUR_PROB),
-        A.GaussNoise(std_range=(0.25 * d.NOISE_STD, d.NOISE_STD), p=d.NOISE_PROB),
-    ])
+    return PhotometricAug(d.BRIGHTNESS, d.HUE, d.SATURATION, d.COLOR_PROB, d.BLUR_PROB, d.NOISE_PROB, d.NOISE_STD)

@@ -1,7 +1,8 @@
-"""HRNet-W18 heatmap model and the training/evaluation core.
+"""HRNet-W18 heatmap model and the training/evaluation core (above ``data/``, ``optim/``, ``configs/``).
 
-The model names are imported lazily: ``hrnet.model`` pulls in timm (seconds), which data loader
-workers and the synthetic renderer, importing only ``hrnet.heatmaps``, do not need.
+The model names are imported on first use: ``hrnet.model`` pulls in timm (seconds), which tools
+that only read run folders or checkpoints (``compare.py``, ``study.py`` via ``hrnet.run_record``)
+do not need.
 """
 from typing import Any
 

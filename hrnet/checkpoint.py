@@ -1,4 +1,4 @@
-"""Checkpoints: atomic saving, ``weights_only`` loading, and RNG state capture for exact resume.
+"""Checkpoints: atomic saving (checkpoints and JSON), ``weights_only`` loading, RNG state capture for exact resume.
 
 Everything a checkpoint holds is loadable with ``torch.load(..., weights_only=True)``: tensors,
 dicts, lists, tuples, numbers, strings and ``None``. RNG states are stored as tensors/lists and
@@ -17,16 +17,21 @@ Files of a run (``OUTPUT_DIR/<experiment>/``):
 """
 from __future__ import annotations
 
+import contextlib
+import json
+import math
 import os
 import random
 import tempfile
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import IO, Any, Callable, Dict, Iterator, List, Mapping, Optional, Union
 
 import numpy as np
 import torch
 
-__all__ = ["save_checkpoint", "load_checkpoint", "extract_state_dict", "get_rng_state",
-           "set_rng_state", "CheckpointError"]
+__all__ = ["save_checkpoint", "load_checkpoint", "extract_state_dict", "get_rng_state", "set_rng_state",
+           "seed_everything", "rng_fork", "CheckpointError", "jsonable", "write_json", "FORMAT_VERSION",
+           "RESUME_FREE_KEYS", "training_state", "load_training_state", "restore_training_state",
+           "changed_config_keys", "clean_stale_tmp"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -35,12 +40,26 @@ class CheckpointError(RuntimeError):
     """A checkpoint file that is missing, unreadable or not in the expected layout (names the file)."""
 
 
-def save_checkpoint(obj: Mapping[str, Any], path: PathLike) -> None:
-    """Write ``obj`` to ``path`` atomically.
+def clean_stale_tmp(folder: PathLike) -> List[str]:
+    """Remove the ``.<name>.*.tmp`` files that :func:`_atomic_write` leaves when a save is killed
+    (kill -9, power loss); returns the removed paths. Call only where no save is in flight."""
+    folder = os.fspath(folder)
+    removed: List[str] = []
+    if not os.path.isdir(folder):
+        return removed
+    for entry in os.listdir(folder):
+        path = os.path.join(folder, entry)
+        if entry.startswith(".") and entry.endswith(".tmp") and os.path.isfile(path):
+            os.unlink(path)
+            removed.append(path)
+    return removed
 
-    The data goes to a temporary file in the same directory, is flushed and fsync'ed, then
-    ``os.replace`` renames it over ``path`` (atomic on POSIX and Windows): a crash or a kill at
-    any moment leaves either the old file or the new one, never a truncated one.
+
+def _atomic_write(path: PathLike, write: Callable[[IO[bytes]], None]) -> None:
+    """Call ``write(f)`` on a temporary file beside ``path``, fsync it, rename it over ``path``.
+
+    ``os.replace`` is atomic on POSIX and Windows: a crash or a kill at any moment leaves either
+    the old file or the new one, never a truncated one; the temporary file is removed on failure.
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
@@ -49,7 +68,7 @@ def save_checkpoint(obj: Mapping[str, Any], path: PathLike) -> None:
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; give it a normal file's mode
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -70,6 +89,30 @@ def save_checkpoint(obj: Mapping[str, Any], path: PathLike) -> None:
         pass
     finally:
         os.close(dfd)
+
+
+def save_checkpoint(obj: Mapping[str, Any], path: PathLike) -> None:
+    """Write ``obj`` to ``path`` atomically (``torch.save`` through :func:`_atomic_write`)."""
+    _atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def jsonable(value: Any) -> Any:
+    """numpy scalars/arrays -> Python numbers/lists, NaN and inf -> None (strict JSON)."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (np.ndarray, list, tuple)):
+        return [jsonable(v) for v in (value.tolist() if isinstance(value, np.ndarray) else value)]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json(obj: Any, path: PathLike, indent: Optional[int] = 2) -> None:
+    """Write ``obj`` as strict JSON (:func:`jsonable`) to ``path`` atomically, UTF-8."""
+    text = json.dumps(jsonable(obj), indent=indent, allow_nan=False)
+    _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def _umask() -> int:
@@ -140,3 +183,115 @@ def set_rng_state(state: Mapping[str, Any], generator: Optional[torch.Generator]
         torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
     if generator is not None and state.get("generator") is not None:
         generator.set_state(state["generator"].cpu())
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def rng_fork(generator: Optional[torch.Generator] = None) -> Iterator[None]:
+    """Run the block with the global RNGs (and ``generator``) restored afterwards.
+
+    Evaluation and BN recalibration use random numbers (augmentation, worker seeds); forking keeps
+    the training trajectory independent of whether, how often or with which weights they run.
+    """
+    state = get_rng_state(generator)
+    try:
+        yield
+    finally:
+        set_rng_state(state, generator)
+
+
+# ---------------------------------------------------------------------------- the training-state schema
+FORMAT_VERSION = 1
+#: Config keys that may differ between a checkpoint and the run resuming it: they change how long
+#: or how visibly the run goes on, never its trajectory. Any other change refuses the resume.
+RESUME_FREE_KEYS = frozenset({"TRAIN.RESUME", "TRAIN.END_EPOCH", "TRAIN.BEGIN_EPOCH", "WORKERS", "PRINT_FREQ",
+                              "OUTPUT_DIR"})
+
+
+def training_state(*, model: torch.nn.Module, optimizer, scheduler, warmup, scaler, epoch: int, global_step: int,
+                   best_nme: float, best_epoch: int, history: list, rng: list, world_size: int, wall_time: float,
+                   config: str) -> Dict[str, Any]:
+    """The content of ``checkpoint_latest.pth`` (see the module docstring); ``rng`` holds one
+    :func:`get_rng_state` per rank, ``config`` the yaml dump, ``wall_time`` seconds."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "epoch": int(epoch),
+        "global_step": int(global_step),
+        "state_dict": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "warmup": warmup.state_dict() if warmup is not None else None,
+        "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
+        "best_nme": float(best_nme),
+        "best_epoch": int(best_epoch),
+        "history": history,
+        "rng": rng,
+        "world_size": int(world_size),
+        "wall_time": float(wall_time),
+        "config": config,
+    }
+
+
+def load_training_state(path: PathLike, cfg) -> Dict[str, Any]:
+    """Read a ``checkpoint_latest.pth`` for resuming with ``cfg``.
+
+    Raises ``CheckpointError`` for another format version and ``configs.ConfigError`` (one line
+    listing every changed key) when ``cfg`` differs from the checkpoint's config outside
+    :data:`RESUME_FREE_KEYS`.
+    """
+    from configs import ConfigError
+
+    ck = load_checkpoint(path, map_location="cpu")
+    if ck.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format {ck.get('format_version')!r}, expected {FORMAT_VERSION}")
+    changed = changed_config_keys(ck.get("config") or "", cfg)
+    if changed:
+        raise ConfigError(f"cannot resume {path} with a changed config ({'; '.join(changed)}); only "
+                          f"{', '.join(sorted(RESUME_FREE_KEYS))} may change; start a new run (EXPERIMENT_NAME) "
+                          f"to change anything else")
+    return ck
+
+
+def restore_training_state(ck: Mapping[str, Any], *, model: torch.nn.Module, optimizer, scheduler, warmup,
+                           scaler) -> None:
+    """Load the weights and the optimizer / scheduler / warm-up / GradScaler states of :func:`training_state`."""
+    model.load_state_dict(ck["state_dict"])
+    optimizer.load_state_dict(ck["optimizer"])
+    scheduler.load_state_dict(ck["scheduler"])
+    if warmup is not None and ck.get("warmup") is not None:
+        warmup.load_state_dict(ck["warmup"])
+    if scaler is not None and scaler.is_enabled() and ck.get("scaler") is not None:
+        scaler.load_state_dict(ck["scaler"])
+
+
+def _flat(node: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
+    """``{"A.B": value}`` of a nested config; tuples as lists (a yaml round trip makes lists)."""
+    out: Dict[str, Any] = {}
+    for k, v in node.items():
+        if isinstance(v, Mapping):
+            out.update(_flat(v, prefix + k + "."))
+        else:
+            out[prefix + k] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def changed_config_keys(old_yaml: str, cfg) -> List[str]:
+    """``"KEY: old -> new"`` for every key outside :data:`RESUME_FREE_KEYS` where ``cfg`` differs
+    from the yaml dump ``old_yaml`` (a key present on one side only counts as changed)."""
+    if not old_yaml:
+        return []
+    from yacs.config import CfgNode
+
+    old, new = _flat(CfgNode.load_cfg(old_yaml)), _flat(cfg)
+
+    def show(flat: Dict[str, Any], key: str) -> str:
+        return repr(flat[key]) if key in flat else "<absent>"
+
+    return [f"{k}: {show(old, k)} -> {show(new, k)}" for k in sorted(set(old) | set(new))
+            if k not in RESUME_FREE_KEYS and (k not in old or k not in new or old[k] != new[k])]

@@ -20,12 +20,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 from dataclasses import dataclass
 from typing import ContextManager, Optional
 
 import torch
 
-__all__ = ["select_device", "cpu_has_native_bf16", "AmpPolicy", "amp_policy", "amp_policy_from_cfg", "DeviceError"]
+__all__ = ["configure_backends", "select_device", "cpu_has_native_bf16", "AmpPolicy", "amp_policy", "amp_policy_from_cfg", "DeviceError"]
 
 _logger = logging.getLogger(__name__)
 
@@ -49,6 +50,17 @@ def select_device(device: str = "auto", local_rank: int = 0) -> torch.device:
     if device == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
     return torch.device("cuda", local_rank % torch.cuda.device_count())
+
+
+def configure_backends(deterministic: bool, cudnn_benchmark: bool) -> None:
+    """``DETERMINISTIC`` (deterministic kernels, no autotuner) or ``CUDNN.BENCHMARK``, process-wide."""
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.backends.cudnn.benchmark = bool(cudnn_benchmark)
 
 
 @functools.lru_cache(maxsize=1)

@@ -7,16 +7,22 @@ The backend is nccl on CUDA and gloo on CPU (the tests run 2 gloo processes on C
 from __future__ import annotations
 
 import datetime
+import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Iterator, List
+from typing import Any, Dict, Iterator, List, Sequence
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
+from .device import select_device
+
 __all__ = ["DistInfo", "init_distributed", "cleanup_distributed", "all_gather_object",
-           "broadcast_buffers", "all_reduce_sum", "ShardSampler"]
+           "broadcast_buffers", "all_reduce_sum", "ShardSampler", "merge_shards"]
+
+_logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -37,25 +43,15 @@ class DistInfo:
         return self.rank == 0
 
 
-def _pick_device(device: str, local_rank: int) -> torch.device:
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"DEVICE must be auto|cpu|cuda, got {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("DEVICE is 'cuda' but torch.cuda.is_available() is False")
-    if device == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    return torch.device("cuda", local_rank % torch.cuda.device_count())
-
-
 def init_distributed(device: str = "auto", timeout_min: float = 30.0) -> DistInfo:
-    """Join the ``torchrun`` process group when ``WORLD_SIZE > 1``; pick the device (``DEVICE`` key).
+    """Join the ``torchrun`` process group when ``WORLD_SIZE > 1``; the device from ``hrnet.device.select_device``.
 
     Idempotent: a second call returns the same description without re-initialising.
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = _pick_device(device, local_rank)
+    dev = select_device(device, local_rank)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if world_size > 1 and not dist.is_initialized():
@@ -111,3 +107,32 @@ class ShardSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return len(range(self.rank, self.length, self.world_size))
+
+
+def merge_shards(shards: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """Reassemble per-rank ``hrnet.evaluate.run_inference`` outputs in dataset order.
+
+    :class:`ShardSampler` gives rank ``r`` the indices ``r, r + W, ...`` without padding, so item
+    ``i`` is item ``i // W`` of rank ``i % W``: the merged arrays equal a single-process run's.
+    Per-item arrays (first dimension = the shard's item count) are interleaved, ``loss_sum`` and
+    ``count`` summed, anything else taken from rank 0.
+    """
+    if len(shards) == 1:
+        return shards[0]
+    world = len(shards)
+    n = sum(len(s["ann_id"]) for s in shards)
+    merged: Dict[str, Any] = {}
+    for key, value in shards[0].items():
+        if isinstance(value, np.ndarray) and value.ndim >= 1 and len(value) == len(shards[0]["ann_id"]):
+            out = np.empty((n,) + value.shape[1:], dtype=value.dtype)
+            for r, s in enumerate(shards):
+                out[r::world] = s[key]
+            merged[key] = out
+        elif key in ("loss_sum", "count"):
+            merged[key] = sum(s[key] for s in shards)
+        else:
+            merged[key] = value
+    distinct = len(np.unique(merged["ann_id"]))
+    if distinct != n:
+        _logger.warning("validation: %d predictions but only %d distinct annotation ids", n, distinct)
+    return merged

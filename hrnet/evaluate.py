@@ -1,15 +1,13 @@
 """Inference over a test loader: heatmaps -> sub-pixel coordinates -> original-image pixels.
 
 Used by ``tools/test.py`` and by the trainer's per-epoch validation. The loop only runs the
-model and decodes (``hrnet.heatmaps.decode_heatmaps``); the mapping back to the original image
+model and decodes (``data.codec.HeatmapCodec``); the mapping back to the original image
 is the data package's inverse transform (``meta['hm_to_img']`` through
 ``data.transforms.transform_points``), and the metrics are ``hrnet.metrics.compute_metrics``.
 """
 from __future__ import annotations
 
-import contextlib
-import json
-import math
+import copy
 import os
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional
 
@@ -17,13 +15,15 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from data.codec import HeatmapCodec
 from data.transforms import transform_points
 
-from .heatmaps import decode_heatmaps
+from .checkpoint import write_json
+from .device import amp_policy_from_cfg
 from .metrics import ced_curve
 
-__all__ = ["run_inference", "run_oracle", "flip_back", "to_coco_results", "save_ced_plot",
-           "save_evaluation", "jsonable"]
+__all__ = ["run_inference", "recalibrate_bn", "run_oracle", "flip_back", "to_coco_results", "save_ced_plot",
+           "save_evaluation"]
 
 HeatmapFn = Callable[[Mapping[str, Any]], torch.Tensor]
 
@@ -39,16 +39,6 @@ def flip_back(heatmaps: torch.Tensor) -> torch.Tensor:
     return torch.flip(heatmaps, dims=[3])
 
 
-def _autocast(cfg, device: torch.device):
-    """``cfg.AMP``: autocast on CUDA (bf16 or fp16), and on CPU for bf16 only (as the trainer)."""
-    if not cfg.AMP.ENABLED:
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if cfg.AMP.DTYPE == "bf16" else torch.float16
-    if device.type != "cuda" and dtype != torch.bfloat16:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
 def _np(x: Any) -> np.ndarray:
     return x.numpy() if torch.is_tensor(x) else np.asarray(x)
 
@@ -58,7 +48,7 @@ def _loop(loader: Iterable, cfg, device: torch.device, heatmaps_of: HeatmapFn,
     """Decode ``heatmaps_of(batch)`` for every batch and map the joints to original pixels."""
     from tqdm import tqdm
 
-    method = cfg.TEST.DECODE
+    codec = HeatmapCodec.from_cfg(cfg)
     hw, hh = (int(v) for v in cfg.MODEL.HEATMAP_SIZE)
     num_joints = int(cfg.MODEL.NUM_JOINTS)
     coords, scores, mats, joints, bboxes, image_ids, ann_ids = [], [], [], [], [], [], []
@@ -76,7 +66,7 @@ def _loop(loader: Iterable, cfg, device: torch.device, heatmaps_of: HeatmapFn,
             weight = batch["target_weight"].to(heatmaps.device, non_blocking=True)
             loss_sum += criterion(heatmaps, target, weight).double() * heatmaps.shape[0]
             count += int(heatmaps.shape[0])
-        xy, maxvals = decode_heatmaps(heatmaps, method)
+        xy, maxvals = codec.decode(heatmaps)
         # Stay on the device until the end: one synchronisation for the whole loader.
         coords.append(xy)
         scores.append(maxvals)
@@ -112,7 +102,7 @@ def run_inference(model: nn.Module, loader: Iterable, cfg, device: torch.device,
     """Predict every sample of ``loader`` (items as ``data.build_dataset`` makes them).
 
     ``model.eval()``, ``torch.inference_mode``, inputs in channels_last when
-    ``cfg.CHANNELS_LAST``, autocast per ``cfg.AMP``; ``TEST.FLIP_TEST`` averages the heatmaps
+    ``cfg.CHANNELS_LAST``, autocast per ``cfg.AMP`` (``hrnet.device``); ``TEST.FLIP_TEST`` averages the heatmaps
     with those of the mirrored input (one forward of 2B images, :func:`flip_back`);
     ``TEST.DECODE`` picks argmax (quarter shift) or DARK. With a ``criterion`` (``(heatmaps,
     target, target_weight) -> mean loss``) the loss of the decoded heatmaps is summed.
@@ -123,6 +113,7 @@ def run_inference(model: nn.Module, loader: Iterable, cfg, device: torch.device,
     per-batch mean losses times batch sizes) and ``count`` (int) with a criterion.
     """
     device = torch.device(device)
+    amp = amp_policy_from_cfg(cfg, device)
     flip = bool(cfg.TEST.FLIP_TEST)
     memory_format = torch.channels_last if cfg.CHANNELS_LAST else torch.contiguous_format
 
@@ -131,7 +122,7 @@ def run_inference(model: nn.Module, loader: Iterable, cfg, device: torch.device,
         b = images.shape[0]
         if flip:
             images = torch.cat([images, torch.flip(images, dims=[3])])
-        with _autocast(cfg, device):
+        with amp.autocast():
             out = model(images)
         if flip:
             out = 0.5 * (out[:b].float() + flip_back(out[b:].float()))
@@ -144,6 +135,30 @@ def run_inference(model: nn.Module, loader: Iterable, cfg, device: torch.device,
             return _loop(loader, cfg, device, heatmaps_of, criterion, progress, "test")
     finally:
         model.train(was_training)
+
+
+def recalibrate_bn(model: nn.Module, loader: Iterable, num_batches: int, cfg, device: torch.device) -> nn.Module:
+    """A copy of ``model`` in eval mode whose BatchNorm statistics are recomputed on ``loader``.
+
+    Cumulative averages (``momentum=None``) over the first ``num_batches`` batches, forwarded in
+    training mode without gradients (autocast per ``cfg.AMP``, channels_last per ``cfg``). Used
+    for Lookahead's slow weights, whose statistics the fast weights' running averages do not fit.
+    ``model`` is untouched.
+    """
+    device = torch.device(device)
+    memory_format = torch.channels_last if cfg.CHANNELS_LAST else torch.contiguous_format
+    copy_model = copy.deepcopy(model)
+    for m in copy_model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None
+    copy_model.train()
+    with torch.no_grad(), amp_policy_from_cfg(cfg, device).autocast():
+        for i, batch in enumerate(loader):
+            if i >= num_batches:
+                break
+            copy_model(batch["image"].to(device, non_blocking=True).contiguous(memory_format=memory_format))
+    return copy_model.eval()
 
 
 def run_oracle(loader: Iterable, cfg, progress: bool = True) -> Dict[str, Any]:
@@ -169,19 +184,6 @@ def to_coco_results(results: Mapping[str, np.ndarray], category_id: int = 1) -> 
     return [{"image_id": int(i), "category_id": int(category_id), "keypoints": k, "score": float(s),
              "id": int(a)}
             for i, k, s, a in zip(results["image_id"].tolist(), kpts, mean, results["ann_id"].tolist())]
-
-
-def jsonable(value: Any) -> Any:
-    """numpy scalars/arrays -> Python numbers/lists, NaN and inf -> None (strict JSON)."""
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (np.ndarray, list, tuple)):
-        return [jsonable(v) for v in (value.tolist() if isinstance(value, np.ndarray) else value)]
-    if isinstance(value, (np.generic,)):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def save_ced_plot(per_image_nme: np.ndarray, path: str, failure_threshold: float = 0.1,
@@ -223,9 +225,7 @@ def save_evaluation(out_dir: str, metrics: Mapping[str, Any], results: Mapping[s
              "ced": os.path.join(out_dir, "ced.png")}
     summary = {k: v for k, v in metrics.items() if k != "per_image_NME"}
     summary.update(extra or {})
-    with open(paths["metrics"], "w") as f:
-        json.dump(jsonable(summary), f, indent=2)
-    with open(paths["predictions"], "w") as f:
-        json.dump(to_coco_results(results), f)
+    write_json(summary, paths["metrics"])
+    write_json(to_coco_results(results), paths["predictions"], indent=None)
     save_ced_plot(metrics["per_image_NME"], paths["ced"], failure_threshold, title)
     return paths

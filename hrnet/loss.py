@@ -6,7 +6,19 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-__all__ = ["JointsMSELoss"]
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN/inf; training stopped before the optimizer step."""
+
+    @classmethod
+    def at(cls, loss: float, epoch: int, end_epoch: int, it: int, n_iter: int, global_step: int,
+           kept: str) -> "NonFiniteLossError":
+        """The error for 0-based ``epoch`` / iteration ``it``, saying what was ``kept`` and what to try."""
+        return cls(f"non-finite training loss ({loss}) at epoch {epoch + 1}/{end_epoch} (0-based {epoch}), "
+                   f"iteration {it + 1}/{n_iter} (global iteration {global_step + 1}); no optimizer step was "
+                   f"taken. {kept}. Lower TRAIN.LR, set TRAIN.CLIP_GRAD_NORM or TRAIN.WARMUP_ITERS.")
+
+__all__ = ["JointsMSELoss", "NonFiniteLossError"]
 
 
 class JointsMSELoss(nn.Module):

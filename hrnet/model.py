@@ -70,7 +70,9 @@ class HRNetHeatmap(nn.Module):
     """HRNetV2 heatmap regressor (the HRNet-Facial-Landmark-Detection model on a timm trunk).
 
     Input (B, 3, H, W) RGB normalised with the ImageNet mean/std, H and W multiples of 32.
-    Output (B, J, H/4, W/4) heatmaps (float32, or the autocast dtype), contiguous NCHW.
+    Output (B, J, H/4, W/4) heatmaps, float32 and contiguous NCHW. Under autocast the head's last
+    convolution still runs in float32: bf16 heatmaps would quantise to steps of about 0.004 and
+    spoil sub-pixel decoding.
     """
 
     def __init__(self, name: str = "hrnet_w18", num_joints: int = 21, final_conv_kernel: int = 1,
@@ -107,8 +109,13 @@ class HRNetHeatmap(nn.Module):
         feats = self.backbone(x)  # 4 branches, strides 4, 8, 16, 32
         size = feats[0].shape[-2:]
         feats[1:] = [F.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in feats[1:]]
+        x = torch.cat(feats, dim=1)
+        for layer in self.head[:-1]:
+            x = layer(x)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            out = self.head[-1](x.float())
         # Contiguous NCHW out: the J-channel heatmaps are small, and losses/decoders may .view() them.
-        return self.head(torch.cat(feats, dim=1)).contiguous()
+        return out.contiguous()
 
 
 def build_model(cfg) -> HRNetHeatmap:

@@ -81,3 +81,32 @@ def test_extract_state_dict():
     assert list(ck.extract_state_dict({"a": w})) == ["a"]
     with pytest.raises(ck.CheckpointError, match="no model state_dict"):
         ck.extract_state_dict({"epoch": 3}, "x.pth")
+
+
+def test_write_json_is_strict_and_atomic(tmp_path, monkeypatch):
+    import json
+
+    path = tmp_path / "m.json"
+    ck.write_json({"a": np.float32(0.5), "b": np.array([1, 2]), "c": float("nan"), "d": (np.int64(3), float("inf"))},
+                  path)
+    assert json.loads(path.read_text()) == {"a": 0.5, "b": [1, 2], "c": None, "d": [3, None]}
+    # a failure while writing leaves the previous file and no temporary file
+    monkeypatch.setattr(ck.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+    with pytest.raises(OSError):
+        ck.write_json({"new": 1}, path)
+    assert json.loads(path.read_text())["a"] == 0.5 and sorted(p.name for p in tmp_path.iterdir()) == ["m.json"]
+
+
+def test_changed_config_keys_lists_every_change_but_the_free_ones():
+    from conftest import make_cfg
+
+    old = make_cfg(None, ["TRAIN.LR", "0.001", "MODEL.IMAGE_SIZE", "[128, 128]", "MODEL.HEATMAP_SIZE", "[32, 32]"])
+    new = make_cfg(None, ["TRAIN.LR", "0.01", "MODEL.IMAGE_SIZE", "[128, 128]", "MODEL.HEATMAP_SIZE", "[32, 32]",
+                          "TRAIN.ADAM_BETAS", "[0.8, 0.99]", "TRAIN.END_EPOCH", "99", "WORKERS", "7",
+                          "OUTPUT_DIR", "elsewhere"])
+    assert ck.changed_config_keys(old.dump(), old) == []
+    changed = ck.changed_config_keys(old.dump(), new)
+    assert changed == ["TRAIN.ADAM_BETAS: [0.9, 0.999] -> [0.8, 0.99]", "TRAIN.LR: 0.001 -> 0.01"]
+    # a key the checkpoint's config does not know (an older schema) is a change too
+    old_yaml = old.dump().replace("  MODE: 'off'\n", "  ENABLED: false\n")
+    assert {c.split(":")[0] for c in ck.changed_config_keys(old_yaml, old)} == {"AMP.ENABLED", "AMP.MODE"}

@@ -1,7 +1,6 @@
 """tools/compare.py: curves and tables from TensorBoard events; the resumable multi-seed sweep."""
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -42,6 +41,27 @@ def test_repeated_steps_keep_the_latest_value(tmp_path):
     assert run.best == (pytest.approx(0.2), 2) and run.status.startswith("partial")
 
 
+@pytest.mark.parametrize("content, problem", [
+    ("[1, 2]", "metrics.json holds a list"),
+    ('{"status": "finished", "hparams": null, "end_epoch": 2, "wall_time_s": 7.5}', "bad hparams"),
+    ("{not json", "unreadable metrics.json"),
+])
+def test_malformed_metrics_json_is_a_problem_not_a_crash(tmp_path, capsys, content, problem):
+    from torch.utils.tensorboard import SummaryWriter
+
+    run_dir = tmp_path / "hand_x"
+    with SummaryWriter(str(run_dir)) as w:
+        for step, value in [(0, 0.5), (1, 0.4)]:
+            w.add_scalar("valid/NME", value, step)
+    (run_dir / "metrics.json").write_text(content)
+    run = compare.load_run(str(run_dir))
+    assert any(problem in p for p in run.problems), run.problems
+    assert run.best == (pytest.approx(0.4), 1) and run.optimizer == "" and run.lr is None
+    assert compare.main([str(run_dir)]) == 0
+    row = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| hand_x")]
+    assert len(row) == 1 and problem in row[0] and "| 0.40000 |" in row[0]
+
+
 def test_compare_two_runs_and_a_missing_one(real_hands, tmp_path, capsys):
     for yaml in ("hand_adam.yaml", "hand_sgd_lr0.01.yaml"):
         Trainer(make_cfg(os.path.join(ROOT, "experiments", yaml), _opts(real_hands, tmp_path / "out"))).fit()
@@ -61,24 +81,3 @@ def test_compare_two_runs_and_a_missing_one(real_hands, tmp_path, capsys):
     # a folder of runs expands to its runs
     assert [os.path.basename(p) for p in compare.expand_run_dirs([str(tmp_path / "out")])] == [
         "hand_adam", "hand_sgd_lr0.01"]
-
-
-@pytest.mark.timeout(300)
-def test_sweep_skips_finished_and_resumes_partial_runs(real_hands, tmp_path):
-    yaml = os.path.join(ROOT, "experiments", "hand_adam.yaml")
-    out = tmp_path / "sweep"
-    # seed 1 already finished (as by an earlier sweep)
-    Trainer(make_cfg(yaml, _opts(real_hands, out) + ["SEED", "1", "EXPERIMENT_NAME", "hand_adam_seed1"])).fit()
-    cmd = [sys.executable, os.path.join(ROOT, "tools", "compare.py"), "--run", yaml, "--output-dir", str(out)]
-    overrides = _opts(real_hands, out)[:-2]  # OUTPUT_DIR comes from --output-dir
-    first = subprocess.run(cmd + ["--seeds", "2"] + overrides, capture_output=True, text=True, timeout=240)
-    assert first.returncode == 0, first.stdout + first.stderr
-    assert "hand_adam_seed0: starting" in first.stdout and "hand_adam_seed1: finished, skipped" in first.stdout
-    assert "| hand_adam | adam | 0.0001 | 2/2 |" in first.stdout  # mean +- std over the two seeds
-    # longer schedule: both runs are partial now and continue from their checkpoints
-    second = subprocess.run(cmd + ["--seeds", "1"] + overrides + ["TRAIN.END_EPOCH", "2"], capture_output=True,
-                            text=True, timeout=240)
-    assert second.returncode == 0, second.stdout + second.stderr
-    assert "hand_adam_seed0: resuming" in second.stdout
-    m = json.loads((out / "hand_adam_seed0" / "metrics.json").read_text())
-    assert m["status"] == "finished" and [h["epoch"] for h in m["history"]] == [0, 1, 2]

@@ -1,4 +1,5 @@
 """configs.load_config: defaults, yaml file, KEY VALUE overrides, errors naming the key and the file."""
+import re
 import pytest
 
 from configs import ConfigError, load_config
@@ -58,3 +59,43 @@ def test_bad_value_and_missing_file(tmp_path):
     missing = str(tmp_path / "nope.yaml")
     with pytest.raises(FileNotFoundError, match="nope.yaml"):
         load_config(missing)
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("TRAIN.END_EPOCH", "0", "TRAIN.END_EPOCH must be >= 1"),
+    ("DATASET.BBOX_PADDING", "0.0", "DATASET.BBOX_PADDING must be positive"),
+    ("TEST.AUC_MAX_PX", "-5", "TEST.AUC_MAX_PX must be positive"),
+    ("DATASET.MAX_TRAIN_SAMPLES", "-1", "DATASET.MAX_TRAIN_SAMPLES must be >= 0"),
+    ("DATASET.MAX_TEST_SAMPLES", "-3", "DATASET.MAX_TEST_SAMPLES must be >= 0"),
+    ("MODEL.HEATMAP_SIZE", "[0, 64]", "MODEL.IMAGE_SIZE/HEATMAP_SIZE must be positive"),
+])
+def test_values_that_make_no_sense_are_errors(key, value, message):
+    from configs import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(None, [key, value])
+
+
+def test_lr_step_beyond_end_epoch_warns():
+    from configs import load_config
+
+    with pytest.warns(UserWarning, match=r"TRAIN\.LR_STEP \[20, 25\] at or beyond TRAIN\.END_EPOCH 10"):
+        load_config(None, ["TRAIN.END_EPOCH", "10"])
+
+
+def test_integer_for_a_float_key_is_accepted(tmp_path):
+    from configs import load_config
+
+    path = tmp_path / "e.yaml"
+    path.write_text("TRAIN:\n  LR: 1\n")
+    cfg = load_config(str(path), ["TEST.AUC_MAX_PX", "20"])
+    assert cfg.TRAIN.LR == 1.0 and isinstance(cfg.TRAIN.LR, float) and cfg.TEST.AUC_MAX_PX == 20.0
+
+
+def test_yaml_syntax_error_names_the_file(tmp_path):
+    from configs import ConfigError, load_config
+
+    path = tmp_path / "broken.yaml"
+    path.write_text("TRAIN:\n  LR: [0.1\n")
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: not valid yaml (line")):
+        load_config(str(path))

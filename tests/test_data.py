@@ -3,7 +3,6 @@ import csv
 import json
 import os
 import shutil
-import warnings
 
 import cv2
 import numpy as np
@@ -15,7 +14,7 @@ from conftest import make_cfg
 from data import BadSampleError, build_dataset, read_coco
 from data.records import box_from_keypoints
 from data.transforms import IMAGENET_MEAN, IMAGENET_STD, get_affine_transform, transform_points
-from hrnet.heatmaps import decode_heatmaps
+from data.codec import decode_heatmaps
 
 J = 21
 REAL = [("onehand10k", "test_onehand10k.json"), ("freihand", "test_freihand.json")]
@@ -275,9 +274,18 @@ def test_corrupt_at_load_time_clear_error_in_workers(tmp_path):
     loader = DataLoader(ds, batch_size=2, num_workers=2, timeout=60)
     with pytest.raises(BadSampleError, match=r"img2\.png: cannot read or decode the image \(annotation id 502"):
         list(loader)
-    skip = build_dataset(coco_cfg(tmp_path, "ann.json", "DATASET.ON_BAD_SAMPLE", "skip"), is_train=False)
+    # Training tolerates it at load time: another sample takes its place.
+    skip = build_dataset(coco_cfg(tmp_path, "ann.json", "DATASET.ON_BAD_SAMPLE", "skip"), is_train=True)
     with pytest.warns(UserWarning, match=r"img2\.png.*returning sample 3 instead"):
         assert skip[2]["meta"]["ann_id"] == 503
+    # A test set is decoded at build time: the hand is left out and named, never replaced by
+    # another one (which would be scored twice).
+    with pytest.warns(UserWarning, match=r"skipped 1 bad sample"):
+        test = build_dataset(coco_cfg(tmp_path, "ann.json", "DATASET.ON_BAD_SAMPLE", "skip"), is_train=False)
+    assert [test.record(i).ann_id for i in range(len(test))] == [500, 501, 503]
+    assert len(test.skipped) == 1 and "img2.png" in test.skipped[0] and "annotation id 502" in test.skipped[0]
+    with pytest.raises(BadSampleError, match=r"img2\.png: the image does not decode cleanly"):
+        build_dataset(coco_cfg(tmp_path, "ann.json"), is_train=False)
 
 
 # ------------------------------------------------------------------ augmentation geometry
@@ -408,3 +416,105 @@ def test_synthetic_format_reads_what_ensure_dataset_returns(tmp_path, monkeypatc
     cfg = make_cfg(None, ["DATASET.FORMAT", "synthetic", "DATASET.ROOT", "somewhere", "DATASET.MAX_TEST_SAMPLES", "2"])
     assert len(build_dataset(cfg, is_train=True)) == 3 and len(build_dataset(cfg, is_train=False)) == 2
     assert calls == ["somewhere", "somewhere"]
+
+
+# ------------------------------------------------------------------ bad annotations caught where they enter
+
+def _expect_bad(tmp_path, data, match, is_train=False):
+    """``error`` mode raises naming the file and id; ``skip`` leaves the sample out and names it."""
+    ann_file = str(tmp_path / "ann.json")
+    rewrite(ann_file, data)
+    with pytest.raises(BadSampleError, match=match):
+        build_dataset(coco_cfg(tmp_path, "ann.json"), is_train=is_train)
+    with pytest.warns(UserWarning, match="skipped"):
+        ds = build_dataset(coco_cfg(tmp_path, "ann.json", "DATASET.ON_BAD_SAMPLE", "skip"), is_train=is_train)
+    assert len(ds.skipped) >= 1 and all(ann_file in line or "ann.json" in line for line in ds.skipped)
+    return ds
+
+
+def test_keypoint_far_outside_the_box(tmp_path):
+    _, data = write_set(tmp_path, n=3)
+    data["annotations"][1]["keypoints"][:2] = [1e5, 1e5]  # would give an oracle NME of ~8 otherwise
+    ds = _expect_bad(tmp_path, data, r"ann\.json annotation id 501: labelled keypoint\(s\) far outside the box")
+    assert [ds.record(i).ann_id for i in range(len(ds))] == [500, 502]
+    assert "annotation id 501" in ds.skipped[0]
+
+
+def test_keypoint_far_outside_the_image_when_the_box_is_derived(tmp_path):
+    _, data = write_set(tmp_path, n=2)
+    ann = data["annotations"][0]
+    del ann["bbox"]  # the box comes from the keypoints, so only the image can tell
+    ann["keypoints"][:2] = [5000.0, 5000.0]
+    _expect_bad(tmp_path, data, r"annotation id 500: labelled keypoint\(s\) far outside the 320x240 image")
+
+
+def test_tiny_box(tmp_path):
+    _, data = write_set(tmp_path, n=2)
+    ann = data["annotations"][0]
+    ann["bbox"] = [100, 100, 2, 2]
+    ann["keypoints"] = [v for _ in range(J) for v in (101.0, 101.0, 1)]
+    _expect_bad(tmp_path, data, r"annotation id 500: the box is 2x2 pixels")
+
+
+def test_duplicate_image_id_with_another_file(tmp_path):
+    _, data = write_set(tmp_path, n=3)
+    data["images"][2]["id"] = 101  # img1.png and img2.png both claim id 101
+    data["annotations"][2]["image_id"] = 101
+    _expect_bad(tmp_path, data, r"image id 101 is listed twice in images\[\] \('img1\.png' and 'img2\.png'\)")
+
+
+def test_duplicate_annotation_id(tmp_path):
+    _, data = write_set(tmp_path, n=3)
+    data["annotations"][2]["id"] = 500
+    ds = _expect_bad(tmp_path, data, r"annotation id 500: the id is used already by annotations\[0\]")
+    assert [ds.record(i).image_path.endswith(f"img{k}.png") for i, k in enumerate([0, 1])] == [True, True]
+
+
+def test_image_size_differs_from_the_json(tmp_path):
+    _, data = write_set(tmp_path, n=2)
+    data["images"][1]["width"] = 640
+    _expect_bad(tmp_path, data, r"img1\.png: the image is 320x240 pixels, the annotation file says 640x240")
+
+
+def test_file_name_null(tmp_path):
+    _, data = write_set(tmp_path, n=2)
+    data["images"][0]["file_name"] = None
+    _expect_bad(tmp_path, data, r"annotation id 500: images\[0\] file_name is None")
+
+
+def test_decompression_bomb_refused_before_decoding(tmp_path):
+    import struct
+    import zlib
+
+    _, data = write_set(tmp_path, n=2)
+    png = bytearray(open(tmp_path / "img1.png", "rb").read())
+    # IHDR claims 20000 x 20000 (400 MP); the pixel data stays small
+    png[16:24] = struct.pack(">II", 20000, 20000)
+    png[29:33] = struct.pack(">I", zlib.crc32(bytes(png[12:29])))
+    (tmp_path / "img1.png").write_bytes(bytes(png))
+    _expect_bad(tmp_path, data, r"img1\.png: image (of 20000x20000 pixels is )?larger than the 100 MP limit")
+
+
+def test_json_with_utf8_bom_is_accepted(tmp_path):
+    ann_file, data = write_set(tmp_path, n=2)
+    with open(ann_file, "wb") as f:
+        f.write(b"\xef\xbb\xbf" + json.dumps(data).encode())
+    assert len(build_dataset(coco_cfg(tmp_path, "ann.json"), is_train=False)) == 2
+
+
+def test_bad_json_is_one_error_naming_the_file(tmp_path):
+    (tmp_path / "ann.json").write_text('{"images": [')
+    with pytest.raises(BadSampleError, match=r"ann\.json: not valid JSON"):
+        build_dataset(coco_cfg(tmp_path, "ann.json"), is_train=False)
+
+
+def test_csv_first_data_row_is_not_swallowed(tmp_path):
+    _, data = write_set(tmp_path, n=2)
+    path = tmp_path / "hands.csv"
+    with open(path, "w", newline="") as f:
+        wr = csv.writer(f)  # no header; the first row has a broken scale cell
+        for k, ann in enumerate(data["annotations"]):
+            xy = np.asarray(ann["keypoints"]).reshape(J, 3)[:, :2].reshape(-1).tolist()
+            wr.writerow([f"img{k}.png", "oops" if k == 0 else 0.8, 160, 120] + xy)
+    with pytest.raises(BadSampleError, match=r"hands\.csv line 1 annotation id 0: not a number"):
+        build_dataset(coco_cfg(tmp_path, str(path), fmt="csv"), is_train=False)

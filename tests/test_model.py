@@ -92,6 +92,46 @@ def test_fusion_is_bilinear_like_the_official_model():
             torch.testing.assert_close(ours[i], F.relu(y))
 
 
+def test_head_upsamples_the_branches_bilinearly():
+    """The head's input: branch 0 and branches 1-3 upsampled to its size by bilinear interpolation
+    (align_corners=False, as F.interpolate of the official head), concatenated: the model's output
+    equals the head applied to that reference, and differs from nearest upsampling."""
+    torch.manual_seed(0)
+    model = HRNetHeatmap("hrnet_w18_small", num_joints=3).eval()
+    _randomise_bn(model)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        feats = model.backbone(x)
+        size = feats[0].shape[-2:]
+        ref = model.head(torch.cat([feats[0]] + [F.interpolate(f, size=size, mode="bilinear", align_corners=False)
+                                                 for f in feats[1:]], 1))
+        nearest = model.head(torch.cat([feats[0]] + [F.interpolate(f, size=size, mode="nearest")
+                                                     for f in feats[1:]], 1))
+        out = model(x)
+    torch.testing.assert_close(out, ref)
+    assert (out - nearest).abs().max() > 100 * (out - ref).abs().max() + 1e-6
+
+
+def test_every_batchnorm_uses_model_bn_momentum():
+    """MODEL.BN_MOMENTUM (an unusual 0.037) reaches every BatchNorm, checked by behaviour: after one
+    training forward from zeroed statistics, each running mean is momentum x the batch mean of its input."""
+    momentum = 0.037
+    torch.manual_seed(0)
+    model = build_model(make_cfg(opts=["MODEL.NAME", "hrnet_w18_small", "MODEL.NUM_JOINTS", "3",
+                                       "MODEL.BN_MOMENTUM", str(momentum), "CHANNELS_LAST", "False"])).train()
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    assert len(bns) > 50
+    means = {}
+    for m in bns:
+        m.reset_running_stats()
+        m.register_forward_pre_hook(lambda mod, inp: means.__setitem__(mod, inp[0].detach().mean((0, 2, 3))))
+    with torch.no_grad():
+        model(torch.randn(2, 3, 64, 64))
+    assert len(means) == len(bns)  # every BN ran once
+    for m in bns:
+        torch.testing.assert_close(m.running_mean, momentum * means[m], rtol=1e-4, atol=1e-7)
+
+
 @pytest.mark.parametrize("name, channels", [
     ("hrnet_w18_small", 240), ("hrnet_w18_small_v2", 270), ("hrnet_w32", 480), ("hrnet_w48", 720)])
 def test_every_listed_name_builds(name, channels):
@@ -120,7 +160,9 @@ def test_bf16_autocast_train_step():
     x = torch.randn(2, 3, 64, 64).contiguous(memory_format=torch.channels_last)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = model(x)
-    assert y.dtype == torch.bfloat16 and y.shape == (2, 3, 16, 16)
+    # the last convolution runs in float32: heatmaps finer than bf16's 8-bit mantissa
+    assert y.dtype == torch.float32 and y.shape == (2, 3, 16, 16)
+    assert not torch.equal(y, y.to(torch.bfloat16).float())
     F.mse_loss(y.float(), torch.rand(2, 3, 16, 16)).backward()
     grads = [p.grad for p in model.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)  # every parameter is used

@@ -258,3 +258,16 @@ def test_drawing_uses_the_pixel_centre_convention():
         wsum = canvas.sum(dtype=np.float64)
         got = ((canvas * xs).sum() / wsum, (canvas * ys).sum() / wsum)
         np.testing.assert_allclose(got, centre, atol=0.05)
+
+
+def test_interrupted_render_leftovers_are_removed_at_the_next_start(tmp_path):
+    root = tmp_path / "hands"
+    stale = tmp_path / ".hands.tmp-abc123"  # what a kill -9 during a render leaves
+    (stale / "images" / "train").mkdir(parents=True)
+    (stale / "images" / "train" / "000000.jpg").write_bytes(b"x" * 1000)
+    other = tmp_path / ".other.tmp-zzz"  # another set's render: not ours to delete
+    other.mkdir()
+    cfg = make_cfg(None, ["DATASET.ROOT", str(root), "DATASET.SYNTHETIC.NUM_TRAIN", "2",
+                          "DATASET.SYNTHETIC.NUM_TEST", "1", "WORKERS", "1"])
+    assert ensure_dataset(cfg) == str(root)
+    assert sorted(os.listdir(tmp_path)) == [".hands.lock", ".other.tmp-zzz", "hands"]

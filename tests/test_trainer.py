@@ -100,6 +100,26 @@ def test_end_to_end_run_writes_everything(real_hands, tmp_path):
     assert set(best["state_dict"]) == set(latest["state_dict"])
     # the training weights are the fast ones; the best (evaluated) weights are the slow ones
     assert any(not torch.equal(best["state_dict"][k], latest["state_dict"][k]) for k in latest["state_dict"])
+    # Lookahead diagnostics: NME of both weight sets at every validation; the evaluated one is NME
+    for h in metrics["history"]:
+        assert h["NME_slow"] == h["NME"] and "NME_fast" in h
+    assert [v for _, v in tb["valid/NME_fast"]] == pytest.approx([h["NME_fast"] for h in metrics["history"]])
+    # ... and NME_fast is the NME of the fast (training) weights, evaluated independently here
+    from data import build_dataset
+    from hrnet import build_model
+    from hrnet.evaluate import run_inference
+    from hrnet.metrics import compute_metrics
+
+    fast = build_model(cfg)
+    fast.load_state_dict(latest["state_dict"])
+    loader = torch.utils.data.DataLoader(build_dataset(cfg, is_train=False), batch_size=4)
+    out = run_inference(fast, loader, cfg, torch.device("cpu"), progress=False)
+    fast_nme = compute_metrics(out["preds"], out["joints"], out["bbox"], cfg)["NME"]
+    assert metrics["history"][-1]["NME_fast"] == pytest.approx(fast_nme, rel=1e-6)
+    assert fast_nme != pytest.approx(metrics["history"][-1]["NME"], rel=1e-6)
+    # the prediction grid of the fixed validation crops, at every validation
+    images = acc.Images("valid/predictions")
+    assert [e.step for e in images] == [0, 1, 2] and images[0].width > 64 and images[0].height >= 64
     # the finished run is not silently overwritten by a fresh one
     with pytest.raises(FileExistsError, match="--resume"):
         Trainer(cfg).fit()
@@ -185,3 +205,135 @@ def test_sigterm_leaves_a_valid_checkpoint(real_hands, tmp_path):
     assert metrics["status"] == "interrupted" and ck["epoch"] == metrics["epochs_completed"] >= 2
     assert "SIGTERM" in (run / "train.log").read_text()
     assert not [n for n in os.listdir(run) if n.endswith(".tmp")]
+
+
+def test_lr_is_stepped_once_per_epoch_on_the_multistep_schedule(real_hands, tmp_path):
+    """The trainer's LR cadence, against the documented schedule written out by hand:
+    epoch e (0-based) trains at LR * LR_FACTOR ** (milestones <= e). A scheduler stepped per
+    iteration (2 per epoch here) would already pass milestone 1 inside epoch 0."""
+    cfg = tiny_cfg(real_hands, tmp_path, "TRAIN.END_EPOCH", 4, "TRAIN.LR", 0.01, "TRAIN.LR_STEP", "[1, 3]",
+                   "TRAIN.LR_FACTOR", 0.5, yaml=os.path.join(ROOT, "experiments", "hand_sgd_lr0.01.yaml"))
+    result = Trainer(cfg).fit()
+    expected = [0.01, 0.005, 0.005, 0.0025]
+    assert [h["lr"] for h in result["history"][1:]] == pytest.approx(expected, rel=1e-9)
+    _, tb = scalars(str(tmp_path / "hand_sgd_lr0.01"))
+    assert tb["train/lr"] == [(e + 1, pytest.approx(lr, rel=1e-6)) for e, lr in enumerate(expected)]
+
+
+def test_lookahead_model_best_holds_the_slow_weights_of_its_epoch(real_hands, tmp_path):
+    """model_best.pth of a Lookahead run evaluated with the slow weights holds, at a best epoch after
+    0 (when slow and fast weights differ), the optimizer's slow weights of that epoch, read from the
+    checkpoint of a replay that stops there, and the fast model's BN buffers of that epoch."""
+    # Batch 1: 8 iterations per epoch, k = 3: epochs 1 and 2 both end between two syncs.
+    opts = ["TRAIN.BATCH_SIZE_PER_GPU", 1, "TRAIN.LR", 1e-3, "TRAIN.LOOKAHEAD.K", 3, "TRAIN.SHUFFLE", "False"]
+    result = Trainer(tiny_cfg(real_hands, tmp_path / "run", "TRAIN.END_EPOCH", 2, *opts)).fit()
+    best_epoch = result["best_epoch"]
+    assert best_epoch > 0, result["history"]  # the case this test is about: trained slow weights
+    best = load_checkpoint(tmp_path / "run" / "hand_lookahead_adam" / BEST)
+    assert best["epoch"] == best_epoch and best["eval_weights"] == "slow"
+    if best_epoch == 2:
+        replay = tmp_path / "run"
+    else:  # the same seed and config, stopped at the best epoch (CPU training is bitwise repeatable)
+        replay = tmp_path / "replay"
+        Trainer(tiny_cfg(real_hands, replay, "TRAIN.END_EPOCH", best_epoch, *opts)).fit()
+    latest = load_checkpoint(replay / "hand_lookahead_adam" / LATEST)
+    assert latest["epoch"] == best_epoch
+    slow = latest["optimizer"]["lookahead"]["slow_weights"]
+    fast = latest["state_dict"]
+    # slow_weights are indexed in param_groups order: the model's parameters in order (one group here)
+    from hrnet import build_model
+
+    names = [n for n, _ in build_model(tiny_cfg(real_hands, tmp_path / "x")).named_parameters()]
+    assert len(slow) == len(names)
+    assert any(not torch.equal(slow[i], fast[n]) for i, n in enumerate(names))  # slow != fast here
+    for i, n in enumerate(names):
+        assert torch.equal(best["state_dict"][n], slow[i]), n
+    for k, v in fast.items():
+        if k not in names:  # BN buffers: the fast model's (no recalibration)
+            assert torch.equal(best["state_dict"][k], v), k
+
+
+# ---------------------------------------------------------------------------- from the user's side: tools/train.py
+@pytest.fixture
+def train_tool():
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    try:
+        import _cli
+        import train
+
+        yield lambda argv: _cli.run(train.main, [str(a) for a in argv])
+    finally:
+        sys.path.remove(os.path.join(ROOT, "tools"))
+
+
+def _error_line(capsys, started=False):
+    """The one ``error:`` line on stderr; before that only the log lines of a run that had ``started``."""
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and err[-1].startswith("error: ") and "Traceback" not in "\n".join(err), err
+    assert len(err) == 1 or (started and not any(e.startswith("error") or " ERROR " in e for e in err[:-1])), err
+    return err[-1]
+
+
+@pytest.mark.parametrize("key, value", [("TRAIN.OPTIMIZER", "adamm"), ("TRAIN.LOOKAHEAD.INNER", "sgdd"),
+                                        ("TRAIN.LOOKAHEAD.K", 0), ("MODEL.NAME", "hrnet_w81")])
+def test_config_typo_fails_fast_before_any_file(train_tool, tmp_path, capsys, key, value):
+    """A synthetic-data run (the default data set, rendered on first use) with a typo: it fails in
+    seconds with one line naming the key, before rendering the data or creating the run folder."""
+    data, out = tmp_path / "synthetic", tmp_path / "out"
+    t0 = time.time()
+    rc = train_tool(["--cfg", LOOKAHEAD, "MODEL.NAME", "hrnet_w18_small", "DATASET.FORMAT", "synthetic",
+                     "DATASET.ROOT", data, "OUTPUT_DIR", out, key, value])
+    assert rc == 2 and key in _error_line(capsys)
+    assert time.time() - t0 < 30
+    assert not data.exists() and not out.exists()
+
+
+def test_run_folder_is_never_reused_silently(train_tool, real_hands, tmp_path, capsys):
+    base = ["--cfg", LOOKAHEAD] + TINY + ["DATASET.ROOT", os.path.join(real_hands, "freihand"), "OUTPUT_DIR", tmp_path,
+                                          "TRAIN.END_EPOCH", 1]
+    assert train_tool(base) == 0
+    run = tmp_path / "hand_lookahead_adam"
+    capsys.readouterr()
+    config = (run / "config.yaml").read_text()
+    # resume with a changed hyperparameter: refused, naming every changed key; config.yaml untouched
+    assert train_tool(["--resume"] + base + ["TRAIN.LR", 0.01, "TRAIN.WD", 0.5]) == 2
+    line = _error_line(capsys)
+    assert "TRAIN.LR: 0.0001 -> 0.01" in line and "TRAIN.WD" in line and "changed config" in line
+    assert (run / "config.yaml").read_text() == config
+    # a fresh run into the finished run's folder: refused
+    assert train_tool(base) == 2 and "--resume" in _error_line(capsys)
+    # without the checkpoint, neither a fresh run nor a resume may overwrite model_best.pth and the events
+    os.remove(run / LATEST)
+    before = {n: (run / n).stat().st_mtime_ns for n in os.listdir(run)}
+    assert train_tool(base) == 2
+    line = _error_line(capsys)
+    assert "model_best.pth" in line and "config.yaml" in line and "events.out.tfevents" in line
+    assert train_tool(["--resume"] + base) == 2 and "checkpoint is gone" in _error_line(capsys)
+    assert {n: (run / n).stat().st_mtime_ns for n in os.listdir(run)} == before
+
+
+def test_a_run_that_dies_says_failed(train_tool, real_hands, tmp_path, hooked_loss, capsys):
+    def boom(loss):
+        raise RuntimeError("boom in the loss")
+
+    hooked_loss.at, hooked_loss.action = 2, boom  # second iteration of epoch 1
+    argv = ["--cfg", LOOKAHEAD] + TINY + ["DATASET.ROOT", os.path.join(real_hands, "freihand"), "OUTPUT_DIR",
+                                          tmp_path, "TRAIN.END_EPOCH", 2]
+    with pytest.raises(RuntimeError, match="boom"):  # a bug, not a user mistake: the traceback stays
+        train_tool(argv)
+    capsys.readouterr()
+    run = tmp_path / "hand_lookahead_adam"
+    metrics = json.loads((run / METRICS).read_text())
+    assert metrics["status"] == "failed" and metrics["epochs_completed"] == 0
+    log = (run / "train.log").read_text()
+    assert "run failed: RuntimeError: boom in the loss" in log and "Traceback" in log
+    # a user mistake met during the run (a missing annotation file): one line, status failed as well;
+    # --resume of a run without checkpoints starts afresh in its folder
+    for name in (LATEST, BEST):
+        if (run / name).exists():
+            os.remove(run / name)
+    rc = train_tool(["--resume"] + argv + ["DATASET.TRAINSET", "missing.json"])
+    line = _error_line(capsys, started=True)
+    assert rc == 2 and "missing.json" in line and "DATASET.TRAINSET" in line
+    assert json.loads((run / METRICS).read_text())["status"] == "failed"
+    assert "run failed: FileNotFoundError" in (run / "train.log").read_text().split("boom in the loss")[-1]

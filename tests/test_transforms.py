@@ -123,7 +123,116 @@ def test_photometric_aug_config_and_seeding():
     for seed in (1, 1, 2):
         aug = build_photometric_aug(cfg)
         aug.set_random_state(np.random.default_rng(seed), random.Random(seed))
-        outs.append(aug(image=img)["image"])
+        outs.append(aug(img))
     assert outs[0].shape == img.shape and outs[0].dtype == np.uint8
     assert np.array_equal(outs[0], outs[1]) and not np.array_equal(outs[0], outs[2])
     assert not np.array_equal(outs[0], img)
+
+
+def test_photometric_effects_equal_albumentations():
+    """Each effect at fixed parameters equals albumentations' own function (the reference the
+    augmentation was defined with); BGR input gives the channel-swapped RGB result."""
+    import albucore
+    from albumentations.augmentations.blur.functional import create_gaussian_kernel_1d
+    from albumentations.augmentations.pixel import functional as fpixel
+
+    aug = build_photometric_aug(make_cfg(None, []))
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (48, 40, 3), dtype=np.uint8)
+    img[:5] = img[:5, :, :1]  # some grey pixels (S = 0)
+    for _ in range(20):
+        alpha, beta = 1 + rng.uniform(-0.2, 0.2), 255 * rng.uniform(-0.2, 0.2)
+        np.testing.assert_array_equal(aug.apply(img, {"alpha": alpha, "beta": beta}),
+                                      albucore.multiply_add(img, alpha, beta))
+        hue, sat = rng.uniform(-10, 10), rng.uniform(-20, 20)
+        ref = fpixel.shift_hsv(img, hue, int(sat), 0)
+        np.testing.assert_array_equal(aug.apply(img, {"hue": hue, "sat": int(sat)}), ref)
+        np.testing.assert_array_equal(aug.apply(img[..., ::-1].copy(), {"hue": hue, "sat": int(sat)}, bgr=True),
+                                      ref[..., ::-1])
+        ksize, sigma = int(rng.choice([3, 5])), rng.uniform(0.3, 1.5)
+        np.testing.assert_array_equal(aug.apply(img, {"ksize": ksize, "sigma": sigma}),
+                                      fpixel.separable_convolve(img, create_gaussian_kernel_1d(sigma, ksize)))
+
+
+def test_photometric_draws_follow_the_albumentations_distribution():
+    """Parameter ranges and probabilities; noise: zero-mean i.i.d. normal of the drawn std, then
+    clip and truncation (so mid-grey loses 0.5 level on average)."""
+    aug = build_photometric_aug(make_cfg(None, ["DATASET.BLUR_PROB", "0.3", "DATASET.NOISE_PROB", "0.2"]))
+    aug.set_random_state(np.random.default_rng(0))
+    draws = [aug.draw() for _ in range(6000)]
+    frac = {k: np.mean([k in d for d in draws]) for k in ("alpha", "hue", "ksize", "noise")}
+    assert abs(frac["alpha"] - 0.5) < 0.03 and abs(frac["hue"] - 0.5) < 0.03
+    assert abs(frac["ksize"] - 0.3) < 0.03 and abs(frac["noise"] - 0.2) < 0.03
+    alpha = np.array([d["alpha"] for d in draws if "alpha" in d])
+    hue = np.array([d["hue"] for d in draws if "hue" in d])
+    sigma = np.array([d["sigma"] for d in draws if "sigma" in d])
+    noise = np.array([d["noise"] for d in draws if "noise" in d]) / 255
+    assert 0.8 <= alpha.min() < 0.81 and 1.19 < alpha.max() <= 1.2
+    assert -10 <= hue.min() < -9.9 and 9.9 < hue.max() <= 10
+    assert 0.3 <= sigma.min() < 0.32 and 1.48 < sigma.max() <= 1.5
+    assert 0.01 <= noise.min() < 0.0105 and 0.0395 < noise.max() <= 0.04
+    assert abs(np.mean([d["ksize"] == 3 for d in draws if "ksize" in d]) - 1 / 3) < 0.05  # randint(3, 5): 3, 4->5, 5
+    grey = np.full((256, 256, 3), 128, np.uint8)
+    out = aug.apply(grey, {"noise": 6.0, "seed": 1}).astype(np.float64) - 128
+    assert abs(out.mean() + 0.5) < 0.05 and abs(np.sqrt(((out + 0.5) ** 2).mean()) - np.sqrt(36 + 1 / 12)) < 0.05
+    assert abs(np.corrcoef(out[..., 0].ravel(), out[..., 1].ravel())[0, 1]) < 0.02
+
+def test_rotation_is_counter_clockwise_on_screen_and_scale_enlarges_the_crop():
+    """Hand-computed geometry, independent of get_affine_transform: a crop of size s (square) at
+    centre c, rotated by r degrees, maps point p to out_c + (out / s) R(r) (p - c) with R turning
+    the image content counter-clockwise on screen (y down): to the right of the centre -> above it."""
+    c, s, out = np.array([100.0, 80.0]), 50.0, 64
+    right = c + [20.0, 0.0]
+    up = transform_points(right[None], get_affine_transform(c, [s, s], 90.0, (out, out)))[0]
+    np.testing.assert_allclose(up, [31.5, 31.5 - 20.0 * out / s], atol=1e-9)  # right -> up: CCW on screen
+    below = c + [0.0, 10.0]
+    t = np.deg2rad(30.0)
+    expect = 31.5 + (out / s) * np.array([10.0 * np.sin(t), 10.0 * np.cos(t)])  # below -> below-right
+    np.testing.assert_allclose(transform_points(below[None], get_affine_transform(c, [s, s], 30.0, (out, out)))[0],
+                               expect, atol=1e-9)
+
+
+def _one_dot_dataset(tmp_path, dot=(140.0, 100.0)):
+    """A 200x200 black PNG with one bright Gaussian dot, annotated as joint 0 (the other 20 unlabelled)."""
+    import json
+
+    yy, xx = np.mgrid[0:200, 0:200]
+    img = 255.0 * np.exp(-((xx - dot[0]) ** 2 + (yy - dot[1]) ** 2) / (2 * 2.0 ** 2))
+    cv2.imwrite(str(tmp_path / "dot.png"), np.repeat(img[..., None], 3, 2).round().astype(np.uint8))
+    kpts = [dot[0], dot[1], 2] + [0, 0, 0] * 20
+    (tmp_path / "dot.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "dot.png", "width": 200, "height": 200}],
+        "annotations": [{"id": 5, "image_id": 1, "category_id": 1, "bbox": [50, 50, 100, 100],
+                         "keypoints": kpts, "num_keypoints": 1}],
+        "categories": [{"id": 1, "name": "hand"}]}))
+
+
+def test_training_sample_rotates_counter_clockwise_and_scales_the_crop(tmp_path, monkeypatch):
+    """The dataset applies a drawn (scale 1.2, rotation +90 deg) as documented: the crop is 1.2x the
+    padded box (content shrinks) and the content turns counter-clockwise: a dot 40.5 px right of the
+    box centre lands above the centre, in the image and in the heatmap target."""
+    import data.dataset as dataset_mod
+    from data import build_dataset
+
+    _one_dot_dataset(tmp_path)
+    cfg = make_cfg(None, ["MODEL.IMAGE_SIZE", "[64, 64]", "MODEL.HEATMAP_SIZE", "[16, 16]", "MODEL.SIGMA", "1.0",
+                          "DATASET.FORMAT", "coco", "DATASET.ROOT", str(tmp_path), "DATASET.TRAINSET", "dot.json",
+                          "DATASET.COLOR_AUG", "False"])
+    monkeypatch.setattr(dataset_mod, "sample_augmentation", lambda *a, **k: (1.2, 90.0, False))
+    item = build_dataset(cfg, is_train=True)[0]
+    # box [50, 50, 100, 100]: centre (99.5, 99.5), crop 100 * 1.25 (padding) * 1.2 = 150 px.
+    d = np.array([140.0, 100.0]) - 99.5  # (40.5, 0.5) from the centre
+    rotated = np.array([d[1], -d[0]])  # +90 deg counter-clockwise on screen (y down)
+    expect_img = 31.5 + 64 / 150 * rotated
+    expect_hm = 7.5 + 16 / 150 * rotated
+    np.testing.assert_allclose(item["meta"]["scale"], [150.0, 150.0])
+    lum = item["image"].numpy()[0]
+    lum = np.clip(lum - lum.min() - 0.5 * (lum.max() - lum.min()), 0, None)  # the dot only
+    yy, xx = np.mgrid[0:64, 0:64]
+    centroid = np.array([(lum * xx).sum(), (lum * yy).sum()]) / lum.sum()
+    np.testing.assert_allclose(centroid, expect_img, atol=0.3)
+    target = item["target"].numpy()[0]
+    assert item["target_weight"][0] == 1 and target.max() > 0.5
+    yy, xx = np.mgrid[0:16, 0:16]
+    peak = np.array([(target * xx).sum(), (target * yy).sum()]) / target.sum()
+    np.testing.assert_allclose(peak, expect_hm, atol=0.05)

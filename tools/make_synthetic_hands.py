@@ -6,7 +6,8 @@
 The same seed gives byte-identical files whatever ``--workers`` is. A folder that already holds
 the same set (counts, seed, renderer version) is kept as it is; a different one needs
 ``--overwrite``. ``--preview`` writes a contact sheet of the first 16 training images with their
-keypoints, skeleton and box.
+keypoints, skeleton and box. A mistake (an unwritable folder, a full disk) ends in one
+``error:`` line and exit 2; ``--debug`` shows the traceback.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import shutil
 import sys
 import time
 
+import _cli
 import _paths  # noqa: F401  (repository root on sys.path)
 
 from data.synthetic import RENDER_VERSION, generate, make_preview, read_info
@@ -67,4 +69,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_cli.run(main))

@@ -7,18 +7,24 @@ Writes OUTPUT_DIR/<EXPERIMENT_NAME>/ (EXPERIMENT_NAME defaults to the yaml file'
 config.yaml, train.log, TensorBoard events, checkpoint_latest.pth, model_best.pth, metrics.json.
 Watch it with ``tensorboard --logdir OUTPUT_DIR``.
 
-Exit status: 0 finished; 1 a non-finite loss (the last good checkpoint is kept) or another error;
-2 a bad config or command line; 128 + signal number when stopped by Ctrl-C (130) or SIGTERM (143),
-after leaving a checkpoint that ``--resume`` continues from.
+A config typo (optimizer, Lookahead, model name ...) fails in about a second, before anything is
+written. A new run refuses a folder that holds another run's files; ``--resume`` refuses a changed
+config except for the keys listed in ``hrnet.checkpoint.RESUME_FREE_KEYS`` (END_EPOCH, WORKERS ...).
+
+Exit status: 0 finished; 1 a non-finite loss (the last good checkpoint is kept); 2 a user mistake
+(one ``error:`` line; ``--debug`` shows the traceback, train.log always holds it); 128 + signal
+number when stopped by Ctrl-C (130) or SIGTERM (143), after leaving a checkpoint that ``--resume``
+continues from. A run that fails ends with status "failed" in metrics.json.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
+import _cli
 import _paths  # noqa: F401  (repository root on sys.path)
 
-from configs import ConfigError, load_config
+from configs import load_config
 from hrnet.perf import tune_cpu_allocator
 from hrnet.trainer import NonFiniteLossError, Trainer
 
@@ -30,11 +36,7 @@ def main(argv=None) -> int:
                         help="continue from OUTPUT_DIR/<experiment>/checkpoint_latest.pth (same as TRAIN.RESUME True)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = parser.parse_args(argv)
-    try:
-        cfg = load_config(args.cfg, args.opts)
-    except (ConfigError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    cfg = load_config(args.cfg, args.opts)
     # Reuse freed activation memory instead of page-faulting fresh mmaps every step (CPU speed,
     # no effect on results; see hrnet/perf.py). Harmless on GPU runs.
     tune_cpu_allocator()
@@ -42,9 +44,6 @@ def main(argv=None) -> int:
         result = Trainer(cfg, resume=args.resume or None).fit()
     except NonFiniteLossError:
         return 1  # the trainer has logged the epoch / iteration and what was kept
-    except FileExistsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     finally:
         from hrnet.distributed import cleanup_distributed
 
@@ -55,4 +54,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_cli.run(main))

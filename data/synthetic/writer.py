@@ -232,6 +232,19 @@ def _check(root: str, want: Dict[str, int]) -> bool:
     return True
 
 
+def _remove_stale_renders(parent: str, name: str) -> None:
+    """Delete ``.<name>.tmp-*`` folders of renders that were killed (20-33 MB each).
+
+    Call with the render lock held: only the lock holder renders, so any such folder is dead.
+    """
+    prefix = f".{name}.tmp-"
+    for entry in os.listdir(parent):
+        path = os.path.join(parent, entry)
+        if entry.startswith(prefix) and os.path.isdir(path) and not os.path.islink(path):
+            logger.warning("removing %s, left by an interrupted render", path)
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def ensure_dataset(cfg) -> str:
     """The absolute path of the synthetic set for ``cfg``, rendering it first if it is missing.
 
@@ -260,6 +273,7 @@ def ensure_dataset(cfg) -> str:
                                "test.json; choose an empty or new folder for the synthetic hands")
         if os.path.exists(root) and not os.path.isdir(root):
             raise RuntimeError(f"DATASET.ROOT {root} is a file, not a folder")
+        _remove_stale_renders(parent, name)
         workers = max(1, min(int(cfg.WORKERS), os.cpu_count() or 1))
         logger.info("rendering %d + %d synthetic hand images (seed %d, %d processes) into %s",
                     want["num_train"], want["num_test"], want["seed"], workers, root)

@@ -1,16 +1,81 @@
-"""Heatmap encoding (targets) and decoding (argmax with quarter shift, DARK): pure functions.
+"""The heatmap codec: Gaussian targets (encode) and sub-pixel joints from heatmaps (decode).
+
+:class:`HeatmapCodec` holds everything both directions need: the heatmap size, sigma, the
+decoding method (argmax with the quarter shift, or DARK) and DARK's blur kernel, which is
+derived from sigma (:func:`dark_kernel_size`). The functions below it are its pure maths.
 
 All coordinates here are in **heatmap pixels**, with pixel centres at integer coordinates
 (see ``data/transforms.py`` for the one convention and the mapping back to image pixels).
 """
 from __future__ import annotations
 
-from typing import Tuple, Union
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
+__all__ = ["HeatmapCodec", "dark_kernel_size", "encode_heatmaps", "decode_heatmaps", "get_max_preds",
+           "DECODE_METHODS"]
+
 Array = Union[np.ndarray, torch.Tensor]
+DECODE_METHODS = ("argmax", "dark")
+
+
+def dark_kernel_size(sigma: float) -> int:
+    """DARK's blur kernel for targets of ``sigma`` heatmap pixels: ``6 sigma - 1`` rounded, made odd (>= 3).
+
+    DarkPose and mmpose blur sigma-2 targets with 11 taps; the same rule gives 9 for sigma 1.5
+    and 17 for sigma 3, so the blur stays matched to the Gaussian it smooths.
+    """
+    if not sigma > 0:
+        raise ValueError(f"sigma must be > 0, got {sigma}")
+    k = int(round(6.0 * float(sigma) - 1.0))
+    return max(k + 1 - k % 2, 3)
+
+
+@dataclass(frozen=True)
+class HeatmapCodec:
+    """Encode joints as Gaussian heatmaps and decode heatmaps to sub-pixel joints.
+
+    Args:
+        heatmap_size: (width, height) of the heatmaps, in heatmap pixels.
+        sigma: Gaussian sigma of the targets, in heatmap pixels.
+        method: ``argmax`` (integer argmax + quarter-pixel shift toward the higher neighbour, as
+            official HRNet) or ``dark`` (a Newton step on the blurred log-heatmap).
+        dark_kernel: DARK's blur kernel size (odd); None derives it from sigma
+            (:func:`dark_kernel_size`).
+    """
+    heatmap_size: Tuple[int, int]
+    sigma: float
+    method: str = "argmax"
+    dark_kernel: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        w, h = (int(v) for v in self.heatmap_size)
+        if w < 1 or h < 1:
+            raise ValueError(f"heatmap_size must be positive (width, height), got {tuple(self.heatmap_size)}")
+        object.__setattr__(self, "heatmap_size", (w, h))
+        if self.method not in DECODE_METHODS:
+            raise ValueError(f"unknown heatmap decoding {self.method!r}: use 'argmax' or 'dark'")
+        kernel = dark_kernel_size(self.sigma) if self.dark_kernel is None else int(self.dark_kernel)
+        if kernel < 1 or kernel % 2 == 0:
+            raise ValueError(f"dark_kernel must be a positive odd size, got {kernel}")
+        object.__setattr__(self, "dark_kernel", kernel)
+
+    @classmethod
+    def from_cfg(cls, cfg) -> "HeatmapCodec":
+        """The codec of ``MODEL.HEATMAP_SIZE``, ``MODEL.SIGMA`` and ``TEST.DECODE``."""
+        size: Sequence[int] = cfg.MODEL.HEATMAP_SIZE
+        return cls((int(size[0]), int(size[1])), float(cfg.MODEL.SIGMA), str(cfg.TEST.DECODE))
+
+    def encode(self, joints: np.ndarray, visible: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """Targets of (J, 2) joints in heatmap pixels and (J,) labelled flags: (J, h, w) float32, (J,) weights."""
+        return encode_heatmaps(joints, visible, self.heatmap_size, self.sigma)
+
+    def decode(self, heatmaps: Array) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(B, J, h, w) heatmaps -> coords (B, J, 2) (x, y) in heatmap pixels, maxvals (B, J)."""
+        return decode_heatmaps(heatmaps, self.method, self.dark_kernel)
 
 
 def encode_heatmaps(joints: np.ndarray, visible: np.ndarray, size: Tuple[int, int], sigma: float
@@ -102,8 +167,7 @@ def _blurred_log_patch(hm: torch.Tensor, x: torch.Tensor, y: torch.Tensor, kerne
 
     DARK blurs the whole map (zero padding outside it) and reads 13 values around the peak;
     blurring only the (kernel + 4)^2 window that those values depend on gives the same numbers
-    (tests/test_heatmaps.py) without convolving whole maps (3000 x 21 maps: 1.5 s instead of 56 s
-    on one CPU thread).
+    (tests/test_heatmaps.py) without convolving whole maps.
     """
     b, j, h, w = hm.shape
     s = kernel // 2 + 2  # window half-size: blur radius + the stencil's reach of 2
@@ -163,13 +227,14 @@ def _dark_offset(hm: torch.Tensor, coords: torch.Tensor, kernel: int) -> torch.T
 
 def decode_heatmaps(heatmaps: Array, method: str = "argmax", dark_kernel: int = 11
                     ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Sub-pixel joint positions from heatmaps.
+    """Sub-pixel joint positions from heatmaps (:meth:`HeatmapCodec.decode` with explicit parameters).
 
     Args:
         heatmaps: (B, J, H, W) tensor or array (any device).
         method: ``argmax`` (integer argmax + quarter-pixel shift toward the higher neighbour,
             as official HRNet) or ``dark`` (DARK: a Newton step on the blurred log-heatmap).
-        dark_kernel: Gaussian kernel size of DARK's blur (11, DarkPose's choice for sigma 2).
+        dark_kernel: Gaussian kernel size of DARK's blur; 11 suits sigma 2 only, the codec
+            derives it from sigma (:func:`dark_kernel_size`).
     Returns:
         coords (B, J, 2) in heatmap pixels (x, y), and maxvals (B, J) (the peak values, as scores).
     """

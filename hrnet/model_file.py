@@ -1,0 +1,230 @@
+"""Load a model file for evaluation, demo or export, and say which weights it holds.
+
+Accepted files (see ``hrnet/checkpoint.py`` for the run checkpoint layouts):
+
+* ``model_best.pth``: ``{"state_dict", "epoch", "NME", "eval_weights", "config"}``; the weights
+  training validated (``eval_weights``: model | fast | slow | slow+bn).
+* ``checkpoint_latest.pth``: ``state_dict`` holds the training weights; for a Lookahead run those
+  are the *fast* weights and the slow ones live in ``optimizer["lookahead"]["slow_weights"]``,
+  keyed by the parameter index in the optimizer's ``param_groups`` order
+  (``optim.factory.param_groups`` of the run's ``TRAIN.WD`` / ``TRAIN.NO_WD_BN_BIAS``).
+* a plain state_dict (name -> tensor), or ``{"model": state_dict}``.
+
+The config stored in a run checkpoint (yaml text under ``config``) is compared with the
+caller's on :data:`ARCH_KEYS`: a model trained at 64 px and evaluated at 128 px runs without an
+error but measures something else, so a difference is refused unless ``check_config=False``
+(then it is a warning and listed in ``ModelFileInfo.mismatches``).
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+import torch.nn as nn
+
+from configs import CfgNode, ConfigError
+
+from .checkpoint import CheckpointError, extract_state_dict, load_checkpoint
+
+__all__ = ["ARCH_KEYS", "WEIGHT_CHOICES", "ConfigMismatchError", "ModelFileInfo", "load_model_file",
+           "checkpoint_config", "config_mismatches"]
+
+#: Config keys that must agree between the checkpoint and the evaluation config.
+ARCH_KEYS = ("MODEL.NAME", "MODEL.IMAGE_SIZE", "MODEL.HEATMAP_SIZE", "MODEL.NUM_JOINTS")
+#: ``weights=`` choices of :func:`load_model_file`.
+WEIGHT_CHOICES = ("auto", "slow", "fast")
+
+
+class ConfigMismatchError(ConfigError):
+    """The evaluation config differs from the checkpoint's on :data:`ARCH_KEYS` (names file and keys)."""
+
+
+@dataclass(frozen=True)
+class ModelFileInfo:
+    """What :func:`load_model_file` loaded.
+
+    ``kind``: best | latest | state_dict. ``weights``: model (no Lookahead) | fast | slow |
+    slow+bn. ``epoch`` / ``nme``: as stored (None when absent). ``config``: the checkpoint's
+    config (None for a plain state_dict). ``mismatches``: ``"KEY: checkpoint -> cfg"`` lines
+    accepted with ``check_config=False``. ``notes``: caveats worth printing.
+    """
+
+    path: str
+    kind: str
+    weights: str
+    epoch: Optional[int] = None
+    nme: Optional[float] = None
+    config: Optional[CfgNode] = None
+    mismatches: List[str] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        """One line, e.g. ``run/checkpoint_latest.pth: slow weights (Lookahead), epoch 3``."""
+        what = {"model": "weights", "fast": "fast weights (Lookahead)", "slow": "slow weights (Lookahead)",
+                "slow+bn": "slow weights (Lookahead) with recalibrated BN"}.get(self.weights, self.weights)
+        parts = [f"{self.path}: {what}"]
+        if self.epoch is not None:
+            parts.append(f"epoch {self.epoch}")
+        if self.nme is not None:
+            parts.append(f"validation NME {self.nme:.5f}")
+        return ", ".join(parts)
+
+
+def checkpoint_config(obj: Mapping, path: str) -> Optional[CfgNode]:
+    """The config stored under ``config`` (yaml text), or None when there is none."""
+    text = obj.get("config") if isinstance(obj, Mapping) else None
+    if not text:
+        return None
+    if not isinstance(text, str):
+        raise CheckpointError(f"{path}: 'config' is a {type(text).__name__}, expected yaml text")
+    try:
+        return CfgNode.load_cfg(text)
+    except Exception as exc:  # yaml errors come in several types
+        raise CheckpointError(f"{path}: the stored config is not valid yaml ({exc})") from exc
+
+
+def _get(cfg: CfgNode, key: str) -> Any:
+    node: Any = cfg
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return list(node) if isinstance(node, (list, tuple)) else node
+
+
+def config_mismatches(ck_cfg: CfgNode, cfg: CfgNode, keys=ARCH_KEYS) -> List[str]:
+    """``"KEY: <checkpoint value> -> <cfg value>"`` for each of ``keys`` that differs (missing keys skip)."""
+    out = []
+    for key in keys:
+        old, new = _get(ck_cfg, key), _get(cfg, key)
+        if old is not None and old != new:
+            out.append(f"{key}: {old!r} -> {new!r}")
+    return out
+
+
+def _slow_state_dict(model: nn.Module, fast: Dict[str, torch.Tensor], optimizer: Mapping,
+                     ck_cfg: Optional[CfgNode], path: str) -> Dict[str, torch.Tensor]:
+    """``fast`` with every trainable parameter replaced by its Lookahead slow weight.
+
+    Buffers (BN running statistics) stay those of ``fast``, as in training's validation.
+    """
+    from optim.factory import param_groups
+
+    la = optimizer["lookahead"]
+    slow = la.get("slow_weights") if isinstance(la, Mapping) else None
+    if not isinstance(slow, Mapping):
+        raise CheckpointError(f"{path}: optimizer['lookahead'] has no slow_weights")
+    wd = float(_get(ck_cfg, "TRAIN.WD") or 0.0) if ck_cfg is not None else 0.0
+    no_wd = bool(_get(ck_cfg, "TRAIN.NO_WD_BN_BIAS")) if ck_cfg is not None else False
+    groups = param_groups(model, wd, no_wd)
+    order = [p for g in groups for p in g["params"]]
+    saved_groups = [len(g.get("params", ())) for g in optimizer.get("param_groups", [])]
+    if saved_groups and saved_groups != [len(g["params"]) for g in groups]:
+        raise CheckpointError(f"{path}: the optimizer's parameter groups {saved_groups} do not match the model's "
+                              f"{[len(g['params']) for g in groups]} (TRAIN.WD / TRAIN.NO_WD_BN_BIAS changed?)")
+    if sorted(slow) != list(range(len(order))):
+        raise CheckpointError(f"{path}: slow weights for {len(slow)} parameters, the model has {len(order)}")
+    names = {id(p): n for n, p in model.named_parameters()}
+    state = dict(fast)
+    for i, p in enumerate(order):
+        name = names[id(p)]
+        tensor = slow[i]
+        if tuple(tensor.shape) != tuple(fast[name].shape):
+            raise CheckpointError(f"{path}: slow weight {i} ({name}) has shape {tuple(tensor.shape)}, "
+                                  f"the fast one {tuple(fast[name].shape)}")
+        state[name] = tensor
+    return state
+
+
+def load_model_file(cfg: CfgNode, path: str, device: torch.device, weights: str = "auto",
+                    check_config: bool = True) -> Tuple[nn.Module, ModelFileInfo]:
+    """``hrnet.build_model(cfg)`` with the weights of ``path``, in eval mode on ``device``.
+
+    Args:
+        cfg: the evaluation config; its ``MODEL`` builds the network (``MODEL.PRETRAINED`` is
+            ignored: the file replaces every weight). Channels_last when ``cfg.CHANNELS_LAST``.
+        weights: ``auto``: what training validated (``model_best.pth``: its weights; a Lookahead
+            ``checkpoint_latest.pth``: ``TRAIN.LOOKAHEAD.EVAL_WEIGHTS`` of its config, slow by
+            default); ``slow`` / ``fast``: those Lookahead weights (an error when the file lacks them).
+        check_config: refuse a file whose stored config differs from ``cfg`` on :data:`ARCH_KEYS`
+            (False: warn and list them in ``info.mismatches``).
+    Returns:
+        ``(model, info)``.
+    Raises:
+        CheckpointError: missing / unreadable file, weights that do not fit, unavailable ``weights``.
+        ConfigMismatchError: a differing architecture key (``check_config=True``).
+    """
+    from . import build_model
+
+    if weights not in WEIGHT_CHOICES:
+        raise ValueError(f"weights must be one of {WEIGHT_CHOICES}, got {weights!r}")
+    path = os.fspath(path)
+    obj = load_checkpoint(path)  # weights_only=True; names the file when missing or unreadable
+    if isinstance(obj.get("model"), Mapping) and "state_dict" not in obj:
+        obj = obj["model"]
+    fast = extract_state_dict(obj, source=path)
+    ck_cfg = checkpoint_config(obj, path)
+
+    mismatches = config_mismatches(ck_cfg, cfg) if ck_cfg is not None else []
+    if mismatches:
+        text = f"{path} was trained with another model than the config: {'; '.join(mismatches)}"
+        if check_config:
+            raise ConfigMismatchError(text + " (use the run's config.yaml, or allow the mismatch)")
+        warnings.warn(text, stacklevel=2)
+
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.PRETRAINED = ""  # the file replaces every weight: no need for the init file
+    cfg.freeze()
+    try:
+        model = build_model(cfg)
+    except ValueError as exc:  # unsupported name / sizes, worded with the config key
+        raise ConfigError(str(exc)) from exc
+
+    optimizer = obj.get("optimizer")
+    lookahead = isinstance(optimizer, Mapping) and "lookahead" in optimizer
+    notes: List[str] = []
+    if "eval_weights" in obj:  # model_best.pth: one set of weights, the validated one
+        kind, used = "best", str(obj["eval_weights"])
+        if weights != "auto" and not used.startswith(weights):
+            raise CheckpointError(f"{path} holds only the {used} weights (asked for {weights}); "
+                                  f"use checkpoint_latest.pth for the {weights} weights")
+    elif isinstance(optimizer, Mapping):  # checkpoint_latest.pth
+        kind = "latest"
+        if not lookahead:
+            if weights != "auto":
+                raise CheckpointError(f"{path} is not a Lookahead run: it has no {weights} weights")
+            used = "model"
+        else:
+            default = _get(ck_cfg, "TRAIN.LOOKAHEAD.EVAL_WEIGHTS") if ck_cfg is not None else None
+            used = weights if weights != "auto" else (default if default in ("slow", "fast") else "slow")
+            if used == "slow":
+                fast = _slow_state_dict(model, fast, optimizer, ck_cfg, path)
+                if ck_cfg is not None and int(_get(ck_cfg, "TRAIN.LOOKAHEAD.BN_RECALIBRATE_BATCHES") or 0) > 0:
+                    notes.append("slow weights with the fast weights' BN statistics (training validated "
+                                 "with recalibrated BN; model_best.pth holds those)")
+    else:
+        kind, used = "state_dict", "model"
+        if weights != "auto":
+            raise CheckpointError(f"{path} is a plain state_dict: it has no {weights} weights")
+
+    try:
+        model.load_state_dict(fast, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{path}: the weights do not fit the model of MODEL.NAME {cfg.MODEL.NAME!r} / "
+                              f"MODEL.NUM_JOINTS {cfg.MODEL.NUM_JOINTS} ({first})") from exc
+    model.to(device)
+    if cfg.CHANNELS_LAST:
+        model.to(memory_format=torch.channels_last)
+    epoch = obj.get("epoch")
+    nme = obj.get("NME")
+    info = ModelFileInfo(path=path, kind=kind, weights=used,
+                         epoch=int(epoch) if isinstance(epoch, (int, float)) else None,
+                         nme=float(nme) if isinstance(nme, (int, float)) else None,
+                         config=ck_cfg, mismatches=mismatches, notes=notes)
+    return model.eval(), info
