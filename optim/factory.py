@@ -119,7 +119,7 @@ def build_optimizer(cfg, model: nn.Module) -> Optimizer:
     try:
         return Lookahead(base, k=la.K, alpha=la.ALPHA, pullback_momentum=la.PULLBACK)
     except ValueError as exc:
-        raise ValueError(f"TRAIN.LOOKAHEAD (K={la.K}, ALPHA={la.ALPHA}, PULLBACK={la.PULLBACK!r}): {exc}") from exc
+        raise ValueError(f"TRAIN.LOOKAHEAD.K={la.K} / ALPHA={la.ALPHA} / PULLBACK={la.PULLBACK!r}: {exc}") from exc
 
 
 def build_scheduler(cfg, optimizer: Optimizer) -> MultiStepLR:

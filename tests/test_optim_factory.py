@@ -90,11 +90,11 @@ def test_timm_names_pass_through():
     (("TRAIN.OPTIMIZER", "lookahead_adam"), "TRAIN.OPTIMIZER lookahead with TRAIN.LOOKAHEAD.INNER"),
     (("TRAIN.OPTIMIZER", "lookahead", "TRAIN.LOOKAHEAD.INNER", "lookahead"), "TRAIN.LOOKAHEAD.INNER=.*itself"),
     (("TRAIN.OPTIMIZER", "lookahead", "TRAIN.LOOKAHEAD.INNER", "foo"), "TRAIN.LOOKAHEAD.INNER='foo' is not"),
-    (("TRAIN.OPTIMIZER", "lookahead", "TRAIN.LOOKAHEAD.K", "0"), r"TRAIN.LOOKAHEAD \(K=0.*integer >= 1"),
-    (("TRAIN.OPTIMIZER", "lookahead", "TRAIN.LOOKAHEAD.ALPHA", "1.5"), r"TRAIN.LOOKAHEAD .*0 < alpha <= 1"),
+    (("TRAIN.OPTIMIZER", "lookahead", "TRAIN.LOOKAHEAD.K", "0"), r"TRAIN.LOOKAHEAD.K=0 .*integer >= 1"),
+    (("TRAIN.OPTIMIZER", "lookahead", "TRAIN.LOOKAHEAD.ALPHA", "1.5"), r"TRAIN.LOOKAHEAD.K=5 / ALPHA=1.5 .*0 < alpha <= 1"),
     (("TRAIN.OPTIMIZER", "lookahead", "TRAIN.LOOKAHEAD.PULLBACK", "zero"), "TRAIN.LOOKAHEAD.PULLBACK must be"),
     (("TRAIN.OPTIMIZER", "lookahead", "TRAIN.LOOKAHEAD.INNER", "rmsprop", "TRAIN.LOOKAHEAD.PULLBACK", "reset"),
-     "TRAIN.LOOKAHEAD .*momentum=0"),
+     "TRAIN.LOOKAHEAD.K=5 .*momentum=0"),
     (("TRAIN.OPTIMIZER", "sgd", "TRAIN.NESTEROV", "True", "TRAIN.MOMENTUM", "0.0"), "TRAIN.NESTEROV needs"),
 ])
 def test_bad_config_names_the_key(opts, match):

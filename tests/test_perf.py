@@ -18,7 +18,7 @@ def faults():
 default = faults()
 ok = tune_cpu_allocator()
 faults()  # the first block after tuning comes from the OS once
-print(default, ok, faults())
+print(default, ok, min(faults() for _ in range(3)))  # min: a neighbour's memory pressure can force a refault
 """
 
 
