@@ -13,6 +13,7 @@ keeps its traceback. Ctrl-C prints ``interrupted`` and returns 130.
 """
 from __future__ import annotations
 
+import argparse
 import errno
 import sys
 from typing import Callable, List, Optional, Sequence, Tuple, Type
@@ -24,7 +25,7 @@ from data.records import BadSampleError
 from hrnet.checkpoint import CheckpointError
 from hrnet.device import DeviceError
 
-__all__ = ["UserError", "USER_ERRORS", "EXIT_USER_ERROR", "run", "one_line"]
+__all__ = ["UserError", "USER_ERRORS", "EXIT_USER_ERROR", "run", "one_line", "parse_with_overrides"]
 
 #: Exit status of a user mistake (argparse uses 2 for a bad command line as well).
 EXIT_USER_ERROR = 2
@@ -58,6 +59,17 @@ def one_line(exc: BaseException) -> str:
         text += " (disk full: free space and run again)"
     # A multi-line message (e.g. a wrapped yaml parser error) becomes one line.
     return " ".join(text.split())
+
+
+def parse_with_overrides(parser: argparse.ArgumentParser,
+                         argv: Optional[Sequence[str]] = None) -> Tuple[argparse.Namespace, List[str]]:
+    """``parser``'s options plus the config's ``KEY VALUE`` overrides, which may come before,
+    between or after the options; an unknown ``--option`` is still an error."""
+    args, opts = parser.parse_known_args(argv)
+    unknown = [o for o in opts if o.startswith("--")]
+    if unknown:
+        parser.error(f"unrecognised arguments: {' '.join(unknown)}")
+    return args, opts
 
 
 def _split_debug(argv: Optional[Sequence[str]]) -> Tuple[List[str], bool]:

@@ -151,12 +151,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"))
     parser.add_argument("--batch", type=int, default=16, help="images (frames) per forward pass")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
-    args = parser.parse_args(argv)
+    args, opts = _cli.parse_with_overrides(parser, argv)  # KEY VALUE config overrides anywhere
     if args.batch < 1:
         parser.error(f"--batch must be >= 1, got {args.batch}")
 
-    cfg = load_config(args.cfg, args.opts)
+    cfg = load_config(args.cfg, opts)
     from tqdm import tqdm
 
     from hrnet.device import select_device

@@ -49,14 +49,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--check", type=int, default=0, metavar="N",
                         help="compare PyTorch and the export on N validation crops (0 = no check)")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (17 or newer)")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
-    args = parser.parse_args(argv)
+    args, opts = _cli.parse_with_overrides(parser, argv)  # KEY VALUE config overrides anywhere
     if args.opset < 17:
         parser.error(f"--opset must be 17 or newer, got {args.opset}")
     if args.check < 0:
         parser.error(f"--check must be >= 0, got {args.check}")
 
-    cfg = load_config(args.cfg, args.opts)
+    cfg = load_config(args.cfg, opts)
     from hrnet.export import compare_outputs, export_model, load_exported
     from hrnet.model_file import load_model_file
 

@@ -43,10 +43,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                              '--nproc_per_node 2")')
     parser.add_argument("--no-real-hands", action="store_true",
                         help="skip the evaluation of each run's best model on the real hand photos")
-    args, opts = parser.parse_known_args(argv)
-    unknown = [o for o in opts if o.startswith("--")]
-    if unknown:
-        parser.error(f"unrecognised arguments: {' '.join(unknown)}")
+    args, opts = _cli.parse_with_overrides(parser, argv)
 
     from hrnet.study import analyse, collect, execute, load_study, plan_runs
     from hrnet.study_report import write_report

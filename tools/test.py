@@ -80,10 +80,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--vis", default="", metavar="DIR",
                         help="error analysis PNGs: worst.png / random.png (16 hands each) and per_joint_nme.png")
     # KEY VALUE overrides may come before, between or after the options.
-    args, opts = parser.parse_known_args(argv)
-    unknown = [o for o in opts if o.startswith("--")]
-    if unknown:
-        parser.error(f"unrecognized option {unknown[0]}")
+    args, opts = _cli.parse_with_overrides(parser, argv)
 
     cfg = load_config(args.cfg, opts)
     model_file = args.model_file or cfg.TEST.MODEL_FILE

@@ -34,9 +34,8 @@ def main(argv=None) -> int:
     parser.add_argument("--cfg", required=True, help="experiment yaml")
     parser.add_argument("--resume", action="store_true",
                         help="continue from OUTPUT_DIR/<experiment>/checkpoint_latest.pth (same as TRAIN.RESUME True)")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
-    args = parser.parse_args(argv)
-    cfg = load_config(args.cfg, args.opts)
+    args, opts = _cli.parse_with_overrides(parser, argv)  # KEY VALUE config overrides anywhere
+    cfg = load_config(args.cfg, opts)
     # Reuse freed activation memory instead of page-faulting fresh mmaps every step (CPU speed,
     # no effect on results; see hrnet/perf.py). Harmless on GPU runs.
     tune_cpu_allocator()
