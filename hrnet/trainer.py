@@ -265,9 +265,11 @@ class Trainer:
             if self.lookahead:
                 # The other weights too, so a study can tell whether slow-weight evaluation matters.
                 other = "fast" if use_slow else "slow"
-                with (self.optimizer.slow_weights() if other == "slow" else contextlib.nullcontext()):
-                    _, other_metrics = self._infer(raw)
-                val["NME_" + other] = float(other_metrics["NME"])
+                if self.optimizer.cycle_step == 0 and weights != "slow+bn":
+                    val["NME_" + other] = nme  # just synced: fast weights == slow weights, same model
+                else:
+                    with (self.optimizer.slow_weights() if other == "slow" else contextlib.nullcontext()):
+                        val["NME_" + other] = float(self._infer(raw)[1]["NME"])
                 val["NME_" + ("slow" if use_slow else "fast")] = nme
         val["time"] = time.time() - t0
         return val
