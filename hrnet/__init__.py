@@ -1,8 +1,18 @@
-"""HRNet-W18 heatmap model and the training/evaluation core (above ``data/``, ``optim/``, ``configs/``).
+"""HRNet-W18 hand keypoints: the network, its training engine, evaluation and the optimizer study.
 
-The model names are imported on first use: ``hrnet.model`` pulls in timm (seconds), which tools
-that only read run folders or checkpoints (``compare.py``, ``study.py`` via ``hrnet.run_record``)
-do not need.
+One sub-package per concern; imports run downward only (a test checks it)::
+
+    hrnet.study       study file and plan, runner, real photos, analysis and statistics, report
+      -> hrnet.engine       trainer loop, run record (run folder files), distributed, signals
+        -> hrnet.evaluation   metrics, inference loop, model files, visualisation, export
+          -> hrnet.models       the network (timm backbone + HRNetV2 head), official weights, loss
+          -> hrnet.runtime      device and autocast policy, checkpoint schema and atomic files, allocator
+
+All of them may import ``data``, ``optim`` and ``configs`` (the floor below ``hrnet``); nothing
+here imports ``tools``.
+
+The model names are imported on first use: ``hrnet.models.hrnet`` pulls in timm (seconds), which
+tools that only read run folders or checkpoints do not need.
 """
 from typing import Any
 
@@ -12,7 +22,7 @@ __all__ = ["SUPPORTED_MODELS", "HRNetHeatmap", "LoadReport", "build_model", "loa
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
-        from . import model
+        from hrnet.models import hrnet as model
 
         return getattr(model, name)
     raise AttributeError(f"module 'hrnet' has no attribute {name!r}")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from hrnet import checkpoint as ck
+from hrnet.runtime import checkpoint as ck
 
 
 def _draws(gen):

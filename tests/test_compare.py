@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, make_cfg
-from hrnet.trainer import Trainer
+from hrnet.engine.trainer import Trainer
 
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import compare  # noqa: E402

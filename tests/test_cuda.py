@@ -20,10 +20,10 @@ LOOKAHEAD = os.path.join(ROOT, "experiments", "hand_lookahead_adam.yaml")
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
 def test_lookahead_training_steps_in_each_precision(precision):
-    """Seven steps (one Lookahead sync at k = 5) of Lookahead(Adam) under hrnet.device's policy:
+    """Seven steps (one Lookahead sync at k = 5) of Lookahead(Adam) under hrnet.runtime.device's policy:
     finite, the loss goes down on a fixed batch, the slow weights moved, GradScaler only for fp16."""
     from hrnet import build_model
-    from hrnet.device import amp_policy_from_cfg, select_device
+    from hrnet.runtime.device import amp_policy_from_cfg, select_device
     from optim import build_optimizer
 
     mode = ["AMP.MODE", "off"] if precision == "fp32" else ["AMP.MODE", "on", "AMP.DTYPE", precision]
@@ -83,8 +83,8 @@ def _run_cfg(real_hands, out, *opts):
 def test_end_to_end_run_with_resume_on_cuda(real_hands, tmp_path):
     """3 epochs in one go vs 2 epochs then --resume to 3, on CUDA (validation, checkpoints, Lookahead):
     equal within tolerance (cuDNN kernels need not be bitwise repeatable)."""
-    from hrnet.checkpoint import load_checkpoint
-    from hrnet.trainer import Trainer
+    from hrnet.runtime.checkpoint import load_checkpoint
+    from hrnet.engine.trainer import Trainer
 
     full = Trainer(_run_cfg(real_hands, tmp_path / "full", "TRAIN.END_EPOCH", 3)).fit()
     Trainer(_run_cfg(real_hands, tmp_path / "split", "TRAIN.END_EPOCH", 2)).fit()
@@ -105,7 +105,7 @@ def test_end_to_end_run_with_resume_on_cuda(real_hands, tmp_path):
 def test_evaluation_on_cuda_equals_cpu(real_hands):
     from data import build_dataset
     from hrnet import build_model
-    from hrnet.evaluate import run_inference
+    from hrnet.evaluation.evaluate import run_inference
 
     cfg = make_cfg(opts=["MODEL.NAME", "hrnet_w18_small", "MODEL.IMAGE_SIZE", "[64, 64]", "MODEL.HEATMAP_SIZE",
                          "[16, 16]", "DATASET.FORMAT", "coco", "DATASET.ROOT", os.path.join(real_hands, "freihand"),

@@ -26,7 +26,7 @@ def tiny(tmp_path_factory):
     """A random-weight hrnet_w18_small checkpoint (with its config) and that config's yaml."""
     from configs import load_config
     from hrnet import build_model
-    from hrnet.checkpoint import save_checkpoint
+    from hrnet.runtime.checkpoint import save_checkpoint
 
     folder = tmp_path_factory.mktemp("tiny")
     cfg = load_config(None, TINY)
@@ -134,7 +134,7 @@ def test_bad_input_is_one_line_naming_the_file(tiny, real_hands, tmp_path, capsy
     elif case == "other_model":
         from configs import load_config
         from hrnet import build_model
-        from hrnet.checkpoint import save_checkpoint
+        from hrnet.runtime.checkpoint import save_checkpoint
 
         cfg = load_config(None, TINY[:2] + ["MODEL.NAME", "hrnet_w18_small_v2"] + TINY[4:])
         name = str(tmp_path / "other.pth")
@@ -151,7 +151,7 @@ def test_bad_input_is_one_line_naming_the_file(tiny, real_hands, tmp_path, capsy
 
 def test_onnxruntime_backend_matches_torch(tiny, real_hands, tmp_path):
     pytest.importorskip("onnxruntime")
-    from hrnet.export import export_model
+    from hrnet.evaluation.export import export_model
 
     onnx_path = str(tmp_path / "m.onnx")
     export_model(tiny["model"], tiny["cfg"], "onnx", onnx_path)

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from conftest import ROOT, make_cfg
-from hrnet.checkpoint import load_checkpoint
-from hrnet.distributed import ShardSampler
-from hrnet.trainer import Trainer
+from hrnet.runtime.checkpoint import load_checkpoint
+from hrnet.engine.distributed import ShardSampler
+from hrnet.engine.trainer import Trainer
 
 TINY = ["MODEL.NAME", "hrnet_w18_small", "MODEL.IMAGE_SIZE", "[64, 64]", "MODEL.HEATMAP_SIZE", "[16, 16]",
         "DATASET.FORMAT", "coco", "DATASET.TRAINSET", "test_freihand.json", "DATASET.TESTSET", "test_freihand.json",
@@ -38,7 +38,7 @@ def _replay_ddp_sgd(cfg, world: int, per_rank: int, iterations: int):
 
     from data import build_dataset
     from hrnet import build_model
-    from hrnet.loss import JointsMSELoss
+    from hrnet.models.loss import JointsMSELoss
     from optim import build_optimizer
 
     dataset = build_dataset(cfg, is_train=True)

@@ -1,4 +1,4 @@
-"""hrnet.evaluate (inference loop, flip test, COCO results) and tools/test.py (oracle, checkpoints)."""
+"""hrnet.evaluation.evaluate (inference loop, flip test, COCO results) and tools/test.py (oracle, checkpoints)."""
 import copy
 import importlib.util
 import json
@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from conftest import ROOT, make_cfg
 from data.transforms import get_affine_transform, transform_points
-from hrnet.evaluate import flip_back, run_inference, to_coco_results
+from hrnet.evaluation.evaluate import flip_back, run_inference, to_coco_results
 
 TINY = ["MODEL.NAME", "hrnet_w18_small", "MODEL.IMAGE_SIZE", "[128,128]", "MODEL.HEATMAP_SIZE", "[32,32]"]
 METRIC_KEYS = {"NME", "failure_rate@0.1", "PCK@0.2", "AUC", "EPE", "num_images", "per_joint_NME"}

@@ -21,7 +21,7 @@ TINY = ["CHANNELS_LAST", "False", "MODEL.NAME", "hrnet_w18_small", "MODEL.IMAGE_
 def tiny(tmp_path_factory, real_hands):
     from configs import load_config
     from hrnet import build_model
-    from hrnet.checkpoint import save_checkpoint
+    from hrnet.runtime.checkpoint import save_checkpoint
 
     folder = tmp_path_factory.mktemp("tiny")
     cfg = load_config(None, TINY + ["DATASET.ROOT", os.path.join(real_hands, "freihand")])
@@ -48,7 +48,7 @@ def test_round_trip_within_tolerance(tiny, tmp_path, fmt, capsys):
     out = str(tmp_path / f"m.{fmt}")
     assert run(tiny, "--format", fmt, "--out", out, "--check", "5") == 0
     assert "ok" in capsys.readouterr().out
-    from hrnet.export import load_exported
+    from hrnet.evaluation.export import load_exported
 
     exported = load_exported(out, fmt, tiny["cfg"])
     x = torch.randn(3, 3, 64, 64)  # a batch size the export never saw: the batch axis is dynamic
@@ -69,7 +69,7 @@ def test_round_trip_within_tolerance(tiny, tmp_path, fmt, capsys):
 def test_check_fails_on_a_different_model(tiny):
     """The comparison must catch a model that is not the checkpoint's (another net's weights)."""
     from hrnet import build_model
-    from hrnet.export import compare_outputs
+    from hrnet.evaluation.export import compare_outputs
 
     other = build_model(tiny["cfg"])
     with torch.no_grad():

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from hrnet.loss import JointsMSELoss
+from hrnet.models.loss import JointsMSELoss
 
 
 def _hrnet_reference(output, target, weight):

@@ -1,8 +1,8 @@
-"""hrnet.metrics on hand-made cases with known answers."""
+"""hrnet.evaluation.metrics on hand-made cases with known answers."""
 import numpy as np
 import pytest
 
-from hrnet import metrics as M
+from hrnet.evaluation import metrics as M
 
 J = 21
 

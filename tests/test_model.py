@@ -1,4 +1,4 @@
-"""hrnet.model: HRNetV2 heatmap model on timm, official-layout weights, pretrained loading."""
+"""hrnet.models.hrnet: HRNetV2 heatmap model on timm, official-layout weights, pretrained loading."""
 import logging
 
 import pytest
@@ -191,7 +191,7 @@ def test_other_joint_count_skips_the_final_layer(tmp_path, caplog):
     torch.save({"state_dict": {"module." + k: v for k, v in to_official_state_dict(face).items()}}, path)
     model = HRNetHeatmap("hrnet_w18_small", num_joints=21).eval()
     final = model.head[3].weight.detach().clone()
-    with caplog.at_level(logging.WARNING, logger="hrnet.model"):
+    with caplog.at_level(logging.WARNING, logger="hrnet.models.hrnet"):
         report = load_pretrained(model, str(path))
     assert report.skipped == ["head.3.weight", "head.3.bias"] and not report.missing and not report.unexpected
     assert "98" in caplog.text and "head.3.weight" in caplog.text
@@ -217,7 +217,7 @@ def test_imagenet_classification_weights_load_trunk(tmp_path, caplog):
     path = tmp_path / "hrnet_w18_small_imagenet.pth"
     torch.save(imagenet.state_dict(), path)
     model = HRNetHeatmap("hrnet_w18_small", num_joints=21)
-    with caplog.at_level(logging.WARNING, logger="hrnet.model"):
+    with caplog.at_level(logging.WARNING, logger="hrnet.models.hrnet"):
         report = load_pretrained(model, str(path))
     assert report.ignored and all(k.startswith(("incre_modules", "downsamp_modules", "final_layer", "classifier"))
                                   for k in report.ignored)

@@ -1,4 +1,4 @@
-"""hrnet.perf.tune_cpu_allocator: freed large blocks are reused instead of re-faulted from the OS."""
+"""hrnet.runtime.perf.tune_cpu_allocator: freed large blocks are reused instead of re-faulted from the OS."""
 import os
 import subprocess
 import sys
@@ -7,7 +7,7 @@ from conftest import ROOT
 
 _PROBE = r"""
 import resource, sys, torch
-from hrnet.perf import tune_cpu_allocator
+from hrnet.runtime.perf import tune_cpu_allocator
 
 def faults():
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt

@@ -1,4 +1,4 @@
-"""hrnet.stats against scipy.stats on known inputs, and the verdict logic."""
+"""hrnet.study.stats against scipy.stats on known inputs, and the verdict logic."""
 from __future__ import annotations
 
 import math
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from hrnet.stats import (BETTER, NO_DIFFERENCE, WORSE, epochs_to_reach, paired_comparison, summarize,
+from hrnet.study.stats import (BETTER, NO_DIFFERENCE, WORSE, epochs_to_reach, paired_comparison, summarize,
                          t_quantile)
 
 ARM = {0: 0.199, 1: 0.195, 2: 0.2095, 3: 0.188, 4: 0.197}

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from conftest import ROOT, make_cfg
-from hrnet.checkpoint import save_checkpoint
-from hrnet.model_file import ConfigMismatchError, load_model_file
+from hrnet.runtime.checkpoint import save_checkpoint
+from hrnet.evaluation.model_file import ConfigMismatchError, load_model_file
 
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import test as test_tool  # noqa: E402  (tools/test.py)
@@ -164,7 +164,7 @@ def test_plain_state_dict_and_weights_choice(tmp_path, real_hands):
     assert info.kind == "state_dict" and info.weights == "model" and info.config is None
     for k, v in loaded.state_dict().items():
         torch.testing.assert_close(v, model.state_dict()[k], rtol=0, atol=0)
-    from hrnet.checkpoint import CheckpointError
+    from hrnet.runtime.checkpoint import CheckpointError
 
     with pytest.raises(CheckpointError, match="plain state_dict: it has no slow weights"):
         load_model_file(cfg, path, torch.device("cpu"), weights="slow")
@@ -173,7 +173,7 @@ def test_plain_state_dict_and_weights_choice(tmp_path, real_hands):
 def test_checkpoint_layouts_and_bad_files(tmp_path, real_hands):
     """The layouts tools/test.py accepted before (ported from test_evaluate.py's load_model test)."""
     from hrnet import build_model
-    from hrnet.checkpoint import CheckpointError
+    from hrnet.runtime.checkpoint import CheckpointError
 
     cfg3 = _cfg(real_hands, "MODEL.NUM_JOINTS", "3")
     torch.manual_seed(1)

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from conftest import ROOT, make_cfg
-from hrnet import trainer as trainer_mod
-from hrnet.checkpoint import load_checkpoint
-from hrnet.trainer import BEST, LATEST, METRICS, NonFiniteLossError, Trainer
+from hrnet.engine import trainer as trainer_mod
+from hrnet.runtime.checkpoint import load_checkpoint
+from hrnet.engine.trainer import BEST, LATEST, METRICS, NonFiniteLossError, Trainer
 
 # A tiny model on the 8 real FreiHAND samples (train = test): a whole epoch takes well under a second.
 TINY = ["MODEL.NAME", "hrnet_w18_small", "MODEL.IMAGE_SIZE", "[64, 64]", "MODEL.HEATMAP_SIZE", "[16, 16]",
@@ -107,8 +107,8 @@ def test_end_to_end_run_writes_everything(real_hands, tmp_path):
     # ... and NME_fast is the NME of the fast (training) weights, evaluated independently here
     from data import build_dataset
     from hrnet import build_model
-    from hrnet.evaluate import run_inference
-    from hrnet.metrics import compute_metrics
+    from hrnet.evaluation.evaluate import run_inference
+    from hrnet.evaluation.metrics import compute_metrics
 
     fast = build_model(cfg)
     fast.load_state_dict(latest["state_dict"])

@@ -22,8 +22,8 @@ import _paths  # noqa: F401  (repository root on sys.path)
 
 from configs import ConfigError
 from data.records import BadSampleError
-from hrnet.checkpoint import CheckpointError
-from hrnet.device import DeviceError
+from hrnet.runtime.checkpoint import CheckpointError
+from hrnet.runtime.device import DeviceError
 
 __all__ = ["UserError", "USER_ERRORS", "EXIT_USER_ERROR", "run", "one_line", "parse_with_overrides"]
 

@@ -24,12 +24,12 @@ from configs import load_config
 def bench_train_step(cfg, args: argparse.Namespace) -> Dict[str, Any]:
     """fwd + bwd + optimizer step throughput; ``images_per_s`` is the median over timed steps.
 
-    One step = zero_grad, forward (autocast per ``hrnet.device``'s policy: ``--amp fp32|bf16|fp16|auto``,
+    One step = zero_grad, forward (autocast per ``hrnet.runtime.device``'s policy: ``--amp fp32|bf16|fp16|auto``,
     else the config's AMP.MODE / AMP.DTYPE), MSE loss, backward (GradScaler for fp16), optimizer
     step (``optim.build_optimizer``) on a fixed random batch of TRAIN.BATCH_SIZE_PER_GPU images of
     MODEL.IMAGE_SIZE (no data loading), on ``select_device(DEVICE)``. ``images_per_s`` is the
     setting training uses: memory format per CHANNELS_LAST, glibc allocator tuned
-    (``hrnet.perf.tune_cpu_allocator``) on CPU. With mixed precision the same setting in float32
+    (``hrnet.runtime.perf.tune_cpu_allocator``) on CPU. With mixed precision the same setting in float32
     is timed interleaved with it: ``images_per_s_fp32``, ``speedup_vs_fp32``.
 
     ``--compare`` first times the official HRNet-Facial code's two settings on the same model
@@ -46,8 +46,8 @@ def bench_train_step(cfg, args: argparse.Namespace) -> Dict[str, Any]:
     import torch.nn.functional as F
 
     from hrnet import build_model
-    from hrnet.device import amp_policy, amp_policy_from_cfg, select_device
-    from hrnet.perf import tune_cpu_allocator
+    from hrnet.runtime.device import amp_policy, amp_policy_from_cfg, select_device
+    from hrnet.runtime.perf import tune_cpu_allocator
     from optim import build_optimizer
 
     if getattr(args, "threads", 0):
@@ -275,7 +275,7 @@ def bench_optimizer(cfg, args: argparse.Namespace) -> Dict[str, Any]:
     import torch
 
     from hrnet import build_model
-    from hrnet.device import select_device
+    from hrnet.runtime.device import select_device
     from optim import Lookahead, build_optimizer
 
     if getattr(args, "threads", 0):
@@ -404,8 +404,8 @@ def bench_decode(cfg, args: argparse.Namespace) -> Dict[str, Any]:
 
     from data.codec import HeatmapCodec
     from data.transforms import transform_points
-    from hrnet.device import select_device
-    from hrnet.metrics import compute_metrics
+    from hrnet.runtime.device import select_device
+    from hrnet.evaluation.metrics import compute_metrics
 
     if getattr(args, "threads", 0):
         torch.set_num_threads(args.threads)
@@ -441,7 +441,7 @@ def bench_decode(cfg, args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def bench_infer(cfg, args: argparse.Namespace) -> Dict[str, Any]:
-    """The demo pipeline (cv2.imread, crop, forward, decode, back to image pixels: hrnet.inference)
+    """The demo pipeline (cv2.imread, crop, forward, decode, back to image pixels: hrnet.evaluation.inference)
     on the CPU, PyTorch vs onnxruntime, at batch 1 and 32, for the quick-start model
     (hrnet_w18_small, 128x128) and HRNet-W18 (256x256), random weights, float32.
 
@@ -464,8 +464,8 @@ def bench_infer(cfg, args: argparse.Namespace) -> Dict[str, Any]:
     import torch
 
     from hrnet import build_model
-    from hrnet.export import export_model
-    from hrnet.inference import crop_hands, load_onnx_model, predict_crops
+    from hrnet.evaluation.export import export_model
+    from hrnet.evaluation.inference import crop_hands, load_onnx_model, predict_crops
 
     if getattr(args, "threads", 0):
         torch.set_num_threads(args.threads)

@@ -109,7 +109,7 @@ def read_boxes(path: str) -> Dict[str, List[List[float]]]:
 def boxes_for(frame: Frame, bbox: Optional[List[float]], boxes: Optional[Dict[str, List[List[float]]]]
               ) -> np.ndarray:
     """The (K, 4) hand boxes of ``frame``, each checked to overlap the image."""
-    from hrnet.inference import box_in_image
+    from hrnet.evaluation.inference import box_in_image
 
     h, w = frame.image.shape[:2]
     if bbox is not None:
@@ -158,10 +158,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     cfg = load_config(args.cfg, opts)
     from tqdm import tqdm
 
-    from hrnet.device import select_device
-    from hrnet.evaluate import to_coco_results
-    from hrnet.inference import crop_hands, load_onnx_model, predict_crops
-    from hrnet.visualize import draw_hand
+    from hrnet.runtime.device import select_device
+    from hrnet.evaluation.evaluate import to_coco_results
+    from hrnet.evaluation.inference import crop_hands, load_onnx_model, predict_crops
+    from hrnet.evaluation.visualize import draw_hand
 
     path = args.input
     video = os.path.isfile(path) and path.lower().endswith(VIDEO_EXTS)
@@ -189,7 +189,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise _cli.UserError(str(exc)) from None
         print(f"model: {args.model_file} (onnxruntime, CPU)")
     else:
-        from hrnet.model_file import load_model_file
+        from hrnet.evaluation.model_file import load_model_file
 
         device = select_device(cfg.DEVICE)
         model, info = load_model_file(cfg, args.model_file, device)

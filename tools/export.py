@@ -56,8 +56,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error(f"--check must be >= 0, got {args.check}")
 
     cfg = load_config(args.cfg, opts)
-    from hrnet.export import compare_outputs, export_model, load_exported
-    from hrnet.model_file import load_model_file
+    from hrnet.evaluation.export import compare_outputs, export_model, load_exported
+    from hrnet.evaluation.model_file import load_model_file
 
     if args.format == "onnx":  # fail before the (slow) export when the extra is missing
         try:

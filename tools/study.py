@@ -12,7 +12,7 @@ KEY VALUE overrides apply to every arm, after the study file's. Then DIR/report.
 curves.png, sensitivity.png and lookahead.png are written (``--report-only``: from the run
 folders alone, no training). ``--devices`` runs one training per entry at a time with that
 CUDA_VISIBLE_DEVICES (``0+1``: two GPUs for one DDP run with ``--launcher``); without it, one
-at a time. See hrnet/study.py for the study file's keys.
+at a time. See hrnet/study/spec.py for the study file's keys.
 
 Exit status: 0 all runs finished; 1 some runs failed, diverged or are unfinished (the report
 covers the others); 2 a bad study file or command line; 130 interrupted.
@@ -45,8 +45,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="skip the evaluation of each run's best model on the real hand photos")
     args, opts = _cli.parse_with_overrides(parser, argv)
 
-    from hrnet.study import analyse, collect, execute, load_study, plan_runs
-    from hrnet.study_report import write_report
+    from hrnet.study.analysis import analyse, collect
+    from hrnet.study.runner import execute
+    from hrnet.study.spec import load_study, plan_runs
+    from hrnet.study.report import write_report
 
     study = load_study(args.study, opts)
     out = args.out or os.path.join("output", "studies", study.name)

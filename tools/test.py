@@ -90,10 +90,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     from torch.utils.data import DataLoader
 
     from data import build_dataset
-    from hrnet.device import select_device
-    from hrnet.evaluate import run_inference, run_oracle, save_evaluation
-    from hrnet.metrics import compute_metrics
-    from hrnet.model_file import load_model_file
+    from hrnet.runtime.device import select_device
+    from hrnet.evaluation.evaluate import run_inference, run_oracle, save_evaluation
+    from hrnet.evaluation.metrics import compute_metrics
+    from hrnet.evaluation.model_file import load_model_file
 
     device = torch.device("cpu") if args.oracle else select_device(cfg.DEVICE)
     model = info = None
@@ -151,9 +151,9 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def write_vis(vis_dir: str, out_dir: str, dataset, results: Dict[str, Any], metrics: Dict[str, Any], cfg) -> None:
-    """``--vis DIR``: hrnet.visualize's error analysis (and ced.png when DIR is not ``--out``)."""
-    from hrnet.evaluate import save_ced_plot
-    from hrnet.visualize import write_error_analysis
+    """``--vis DIR``: hrnet.evaluation.visualize's error analysis (and ced.png when DIR is not ``--out``)."""
+    from hrnet.evaluation.evaluate import save_ced_plot
+    from hrnet.evaluation.visualize import write_error_analysis
 
     # The loader kept the dataset's order (shuffle=False): result i is dataset.record(i).
     records = [dataset.record(i) for i in range(len(dataset))]

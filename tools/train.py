@@ -9,7 +9,7 @@ Watch it with ``tensorboard --logdir OUTPUT_DIR``.
 
 A config typo (optimizer, Lookahead, model name ...) fails in about a second, before anything is
 written. A new run refuses a folder that holds another run's files; ``--resume`` refuses a changed
-config except for the keys listed in ``hrnet.checkpoint.RESUME_FREE_KEYS`` (END_EPOCH, WORKERS ...).
+config except for the keys listed in ``hrnet.runtime.checkpoint.RESUME_FREE_KEYS`` (END_EPOCH, WORKERS ...).
 
 Exit status: 0 finished; 1 a non-finite loss (the last good checkpoint is kept); 2 a user mistake
 (one ``error:`` line; ``--debug`` shows the traceback, train.log always holds it); 128 + signal
@@ -25,8 +25,8 @@ import _cli
 import _paths  # noqa: F401  (repository root on sys.path)
 
 from configs import load_config
-from hrnet.perf import tune_cpu_allocator
-from hrnet.trainer import NonFiniteLossError, Trainer
+from hrnet.runtime.perf import tune_cpu_allocator
+from hrnet.engine.trainer import NonFiniteLossError, Trainer
 
 
 def main(argv=None) -> int:
@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     except NonFiniteLossError:
         return 1  # the trainer has logged the epoch / iteration and what was kept
     finally:
-        from hrnet.distributed import cleanup_distributed
+        from hrnet.engine.distributed import cleanup_distributed
 
         cleanup_distributed()
     if result.get("status") == "interrupted":

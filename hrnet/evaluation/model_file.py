@@ -28,7 +28,7 @@ import torch.nn as nn
 
 from configs import CfgNode, ConfigError
 
-from .checkpoint import CheckpointError, extract_state_dict, load_checkpoint
+from hrnet.runtime.checkpoint import CheckpointError, extract_state_dict, load_checkpoint
 
 __all__ = ["ARCH_KEYS", "WEIGHT_CHOICES", "ConfigMismatchError", "ModelFileInfo", "load_model_file",
            "checkpoint_config", "config_mismatches"]
@@ -158,7 +158,7 @@ def load_model_file(cfg: CfgNode, path: str, device: torch.device, weights: str 
         CheckpointError: missing / unreadable file, weights that do not fit, unavailable ``weights``.
         ConfigMismatchError: a differing architecture key (``check_config=True``).
     """
-    from . import build_model
+    from hrnet.models.hrnet import build_model
 
     if weights not in WEIGHT_CHOICES:
         raise ValueError(f"weights must be one of {WEIGHT_CHOICES}, got {weights!r}")

@@ -1,7 +1,7 @@
 """The training loop: ``Trainer(cfg).fit()`` trains one experiment into ``OUTPUT_DIR/<EXPERIMENT_NAME>/``.
 
 The run folder's files and steps (**step = completed training epochs**, 0 = untrained) are
-``hrnet.run_record``'s; the checkpoint schema is ``hrnet.checkpoint``'s. Order of work: model,
+``hrnet.engine.run_record``'s; the checkpoint schema is ``hrnet.runtime.checkpoint``'s. Order of work: model,
 optimizer and schedules first (a config typo fails before any file or image is touched), then the
 run folder (a new run refuses another run's files, a resume a changed config), then the data.
 
@@ -29,15 +29,15 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from configs import ConfigError, experiment_name
 
-from . import run_record as rr
-from .checkpoint import (clean_stale_tmp, get_rng_state, jsonable, load_training_state, restore_training_state,
+from hrnet.engine import run_record as rr
+from hrnet.runtime.checkpoint import (clean_stale_tmp, get_rng_state, jsonable, load_training_state, restore_training_state,
                          rng_fork, save_checkpoint, seed_everything, set_rng_state, training_state)
-from .device import amp_policy_from_cfg, configure_backends
-from .distributed import (ShardSampler, all_gather_object, all_reduce_sum, broadcast_buffers, init_distributed,
+from hrnet.runtime.device import amp_policy_from_cfg, configure_backends
+from hrnet.engine.distributed import (ShardSampler, all_gather_object, all_reduce_sum, broadcast_buffers, init_distributed,
                           merge_shards)
-from .loss import JointsMSELoss, NonFiniteLossError
-from .run_record import BEST, LATEST, METRICS
-from .signals import StopRequest, TrainingInterrupted, ignore_sigint_in_worker
+from hrnet.models.loss import JointsMSELoss, NonFiniteLossError
+from hrnet.engine.run_record import BEST, LATEST, METRICS
+from hrnet.engine.signals import StopRequest, TrainingInterrupted, ignore_sigint_in_worker
 
 __all__ = ["Trainer", "NonFiniteLossError", "TrainingInterrupted", "LATEST", "BEST", "METRICS"]
 
@@ -79,7 +79,7 @@ class Trainer:
         """Model, loss, optimizer, LR schedule, warm-up: cheap, and where every TRAIN.* / MODEL.* check lives."""
         from optim import build_optimizer, build_scheduler, build_warmup
 
-        from .model import build_model
+        from hrnet.models.hrnet import build_model
 
         cfg = self.cfg
         try:
@@ -137,7 +137,7 @@ class Trainer:
         for line in self.skipped:
             _logger.warning("skipped (DATASET.ON_BAD_SAMPLE skip): %s", line)
         if d.is_main and int(cfg.TEST.VIS_IMAGES) > 0:
-            from .visualize import gallery_samples
+            from hrnet.evaluation.visualize import gallery_samples
 
             with rng_fork():  # reading samples must not move the training RNG streams
                 self.gallery = gallery_samples(self.valid_set, int(cfg.TEST.VIS_IMAGES))
@@ -214,8 +214,8 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
     def _infer(self, model: nn.Module) -> Tuple[Dict[str, Any], Dict[str, Any]]:
         """Predictions of ``model`` on the validation set, merged over ranks, and their metrics."""
-        from .evaluate import run_inference
-        from .metrics import compute_metrics
+        from hrnet.evaluation.evaluate import run_inference
+        from hrnet.evaluation.metrics import compute_metrics
 
         # run_inference switches to eval mode, inference_mode, channels_last and the AMP policy itself.
         out = run_inference(model, self.valid_loader, self.cfg, self.device, criterion=self.criterion,
@@ -227,7 +227,7 @@ class Trainer:
         """Validation at ``step`` (all ranks call): ``NME``, ``valid_loss``, ``metrics`` (``compute_metrics``),
         ``is_best``, ``eval_weights``, ``time`` (s), and for Lookahead ``NME_slow`` and ``NME_fast`` (the
         weights not used for ``NME`` are evaluated too). Saves ``model_best.pth`` on a new best."""
-        from .evaluate import recalibrate_bn
+        from hrnet.evaluation.evaluate import recalibrate_bn
 
         cfg, raw = self.cfg, self.raw_model
         broadcast_buffers(raw)
@@ -255,7 +255,7 @@ class Trainer:
                                          "eval_weights": weights, "config": cfg.dump()},
                                         os.path.join(self.run_dir, BEST))
                 if self.gallery is not None and self.writer is not None:
-                    from .visualize import gallery_heatmaps, gallery_image
+                    from hrnet.evaluation.visualize import gallery_heatmaps, gallery_image
 
                     hm = gallery_heatmaps(eval_model, self.gallery, self.amp) if cfg.TEST.VIS_HEATMAP else None
                     self.writer.add_image(rr.TAG_PREDICTIONS, gallery_image(self.gallery, merged, hm), step,

@@ -4,11 +4,11 @@ A run folder ``OUTPUT_DIR/<EXPERIMENT_NAME>/`` holds:
 
 * ``config.yaml`` (:data:`CONFIG`), the resolved config; ``train.log`` (:data:`LOG`);
 * TensorBoard event files (:data:`EVENTS_GLOB`) with the scalar tags below;
-* ``checkpoint_latest.pth`` (:data:`LATEST`) and ``model_best.pth`` (:data:`BEST`), see ``hrnet.checkpoint``;
+* ``checkpoint_latest.pth`` (:data:`LATEST`) and ``model_best.pth`` (:data:`BEST`), see ``hrnet.runtime.checkpoint``;
 * ``metrics.json`` (:data:`METRICS`): :func:`metrics_summary`, rewritten after every epoch.
 
 Step semantics: **step = number of completed training epochs**; step 0 is the validation of the
-untrained model. The writer (``hrnet.trainer``) and the readers (``tools/compare.py``,
+untrained model. The writer (``hrnet.engine.trainer``) and the readers (``tools/compare.py``,
 ``tools/study.py``) both use this module, so the names cannot drift apart.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .checkpoint import jsonable, write_json
+from hrnet.runtime.checkpoint import jsonable, write_json
 
 _logger = logging.getLogger(__name__)
 
@@ -221,8 +221,8 @@ def write_metrics(run_dir: str, summary: Mapping[str, Any]) -> None:
 
 def write_scalars(writer, entry: Mapping[str, Any], cfg) -> None:
     """The TensorBoard scalars of one :func:`history_entry`: NME, losses, LR, throughput, and the
-    validation metrics ``hrnet.metrics.metric_names(cfg)`` (thresholds from ``cfg.TEST``), AUC, EPE."""
-    from .metrics import metric_names
+    validation metrics ``hrnet.evaluation.metrics.metric_names(cfg)`` (thresholds from ``cfg.TEST``), AUC, EPE."""
+    from hrnet.evaluation.metrics import metric_names
 
     step = entry["epoch"]
     writer.add_scalar(TAG_VALID_NME, entry["NME"], step)

@@ -301,7 +301,7 @@ def gallery_samples(dataset: Any, num_images: int) -> GallerySamples:
 
 def gallery_heatmaps(model: torch.nn.Module, samples: GallerySamples, amp) -> torch.Tensor:
     """Heatmaps (N, J, h', w') of ``samples.inputs`` from ``model`` in eval mode under the
-    ``hrnet.device.AmpPolicy`` ``amp`` (on its device), as float32 on the CPU."""
+    ``hrnet.runtime.device.AmpPolicy`` ``amp`` (on its device), as float32 on the CPU."""
     was_training = model.training
     model.eval()
     try:
@@ -314,7 +314,7 @@ def gallery_heatmaps(model: torch.nn.Module, samples: GallerySamples, amp) -> to
 def gallery_image(samples: GallerySamples, results: Mapping[str, np.ndarray],
                   heatmaps: Optional[ImageBatch] = None, ncols: int = 4) -> np.ndarray:
     """The ``valid/predictions`` grid: ``samples`` with the predictions of ``results``
-    (:func:`hrnet.evaluate.run_inference` output over the validation set, matched by ``ann_id``;
+    (:func:`hrnet.evaluation.evaluate.run_inference` output over the validation set, matched by ``ann_id``;
     a sample missing from it gets no prediction) and, optionally, their heatmaps (N, J, h', w')
     from a forward of ``samples.inputs``. Returns (H, W, 3) uint8 RGB."""
     where = {int(a): i for i, a in enumerate(np.asarray(results["ann_id"]).tolist())}
@@ -414,7 +414,7 @@ def write_error_analysis(out_dir: str, image_paths: Sequence[str], results: Mapp
     """Write ``worst.png`` (the ``k`` highest-NME images, worst first, row by row),
     ``random.png`` (``k`` images drawn with ``seed``) and ``per_joint_nme.png`` into ``out_dir``.
 
-    ``image_paths`` (N,) and ``results`` (:func:`hrnet.evaluate.run_inference` output: ``preds``,
+    ``image_paths`` (N,) and ``results`` (:func:`hrnet.evaluation.evaluate.run_inference` output: ``preds``,
     ``joints``, ``bbox``) and ``per_image_nme`` (N,) are in the same order. Each tile shows the hand
     in its original image with the box, the prediction, the ground truth and ``#index NME x``.
     Returns the paths by name and the selected indices (``worst_index``, ``random_index``).

@@ -3,7 +3,7 @@
 Used by ``tools/test.py`` and by the trainer's per-epoch validation. The loop only runs the
 model and decodes (``data.codec.HeatmapCodec``); the mapping back to the original image
 is the data package's inverse transform (``meta['hm_to_img']`` through
-``data.transforms.transform_points``), and the metrics are ``hrnet.metrics.compute_metrics``.
+``data.transforms.transform_points``), and the metrics are ``hrnet.evaluation.metrics.compute_metrics``.
 """
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ import torch.nn as nn
 from data.codec import HeatmapCodec
 from data.transforms import transform_points
 
-from .checkpoint import write_json
-from .device import amp_policy_from_cfg
-from .metrics import ced_curve
+from hrnet.runtime.checkpoint import write_json
+from hrnet.runtime.device import amp_policy_from_cfg
+from hrnet.evaluation.metrics import ced_curve
 
 __all__ = ["run_inference", "recalibrate_bn", "run_oracle", "flip_back", "to_coco_results", "save_ced_plot",
            "save_evaluation"]
@@ -102,7 +102,7 @@ def run_inference(model: nn.Module, loader: Iterable, cfg, device: torch.device,
     """Predict every sample of ``loader`` (items as ``data.build_dataset`` makes them).
 
     ``model.eval()``, ``torch.inference_mode``, inputs in channels_last when
-    ``cfg.CHANNELS_LAST``, autocast per ``cfg.AMP`` (``hrnet.device``); ``TEST.FLIP_TEST`` averages the heatmaps
+    ``cfg.CHANNELS_LAST``, autocast per ``cfg.AMP`` (``hrnet.runtime.device``); ``TEST.FLIP_TEST`` averages the heatmaps
     with those of the mirrored input (one forward of 2B images, :func:`flip_back`);
     ``TEST.DECODE`` picks argmax (quarter shift) or DARK. With a ``criterion`` (``(heatmaps,
     target, target_weight) -> mean loss``) the loss of the decoded heatmaps is summed.

@@ -4,10 +4,10 @@
 One hand = one box ``[x, y, w, h]`` (COCO edge convention, original pixels). The crop is the
 dataset's test crop (``data.transforms``: ``box_to_center_scale`` with ``DATASET.BBOX_PADDING``,
 ``get_affine_transform``, ``warp_crop``, ``Normalize``); the forward pass, ``TEST.FLIP_TEST``,
-``TEST.DECODE`` and the mapping back to original pixels are :func:`hrnet.evaluate.run_inference`'s,
+``TEST.DECODE`` and the mapping back to original pixels are :func:`hrnet.evaluation.evaluate.run_inference`'s,
 so a demo prediction equals the ``tools/test.py`` prediction of the same box.
 
-Backends: a PyTorch model (``hrnet.model_file.load_model_file``) or an exported ONNX file run by
+Backends: a PyTorch model (``hrnet.evaluation.model_file.load_model_file``) or an exported ONNX file run by
 onnxruntime (:func:`load_onnx_model`), wrapped as a module so the same code path serves both.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch.nn as nn
 
 from data.transforms import Normalize, box_to_center_scale, get_affine_transform, warp_crop
 
-from .checkpoint import CheckpointError
+from hrnet.runtime.checkpoint import CheckpointError
 
 __all__ = ["EXPORT_EXTRA_HINT", "OnnxRuntimeModel", "import_onnxruntime", "load_onnx_model", "box_in_image",
            "crop_hands", "predict_crops"]
@@ -111,14 +111,14 @@ def crop_hands(image_bgr: np.ndarray, boxes: np.ndarray, cfg) -> Tuple[torch.Ten
 
 def predict_crops(model: nn.Module, images: torch.Tensor, hm_to_img: np.ndarray, cfg,
                   device: torch.device) -> Dict[str, np.ndarray]:
-    """Keypoints of a batch of crops: :func:`hrnet.evaluate.run_inference` on one batch.
+    """Keypoints of a batch of crops: :func:`hrnet.evaluation.evaluate.run_inference` on one batch.
 
     Args:
         images: (K, 3, h, w) from :func:`crop_hands`; hm_to_img: (K, 2, 3).
     Returns:
         ``preds`` (K, J, 2) original-image pixels and ``scores`` (K, J) heatmap peaks.
     """
-    from .evaluate import run_inference
+    from hrnet.evaluation.evaluate import run_inference
 
     k, j = int(images.shape[0]), int(cfg.MODEL.NUM_JOINTS)
     if k == 0:

@@ -21,7 +21,7 @@ import torch.nn as nn
 
 from data.codec import HeatmapCodec
 
-from .inference import EXPORT_EXTRA_HINT, load_onnx_model
+from hrnet.evaluation.inference import EXPORT_EXTRA_HINT, load_onnx_model
 
 __all__ = ["FORMATS", "ONNX_OPSET", "export_model", "load_exported", "compare_outputs"]
 
@@ -74,7 +74,7 @@ def export_model(model: nn.Module, cfg, fmt: str, path: str, opset: int = ONNX_O
 
 def load_exported(path: str, fmt: str, cfg) -> nn.Module:
     """An exported file as a module: TorchScript via ``torch.jit.load`` (CPU), ONNX via
-    :func:`hrnet.inference.load_onnx_model` (onnxruntime)."""
+    :func:`hrnet.evaluation.inference.load_onnx_model` (onnxruntime)."""
     if fmt == "onnx":
         return load_onnx_model(path, cfg)
     if fmt == "torchscript":

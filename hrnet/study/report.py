@@ -1,4 +1,4 @@
-"""Write a study's report from the dict of ``hrnet.study.analyse``: ``report.json``, ``report.md``
+"""Write a study's report from the dict of ``hrnet.study.analysis.analyse``: ``report.json``, ``report.md``
 and the figures ``curves.png``, ``sensitivity.png``, ``lookahead.png``.
 
 Everything here reads the report dict only, so every number of the markdown and the figures is in
@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from .checkpoint import write_json
+from hrnet.runtime.checkpoint import write_json
 
 __all__ = ["write_report", "render_markdown", "plot_curves", "plot_sensitivity", "plot_lookahead"]
 
@@ -110,7 +110,7 @@ def render_markdown(report: Mapping[str, Any], figures: Sequence[str]) -> str:
     md += [f"## Paired comparisons with the reference ({ref})", "",
            "Per seed `arm - reference` (negative: the arm is lower, i.e. better); mean [95% CI]; seeds favouring "
            "each side.", ""]
-    from .study import COMPARED_METRICS
+    from hrnet.study.analysis import COMPARED_METRICS
 
     for key, title in COMPARED_METRICS:
         md += [f"**{title}**", ""]

@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
-from .device import select_device
+from hrnet.runtime.device import select_device
 
 __all__ = ["DistInfo", "init_distributed", "cleanup_distributed", "all_gather_object",
            "broadcast_buffers", "all_reduce_sum", "ShardSampler", "merge_shards"]
@@ -44,7 +44,7 @@ class DistInfo:
 
 
 def init_distributed(device: str = "auto", timeout_min: float = 30.0) -> DistInfo:
-    """Join the ``torchrun`` process group when ``WORLD_SIZE > 1``; the device from ``hrnet.device.select_device``.
+    """Join the ``torchrun`` process group when ``WORLD_SIZE > 1``; the device from ``hrnet.runtime.device.select_device``.
 
     Idempotent: a second call returns the same description without re-initialising.
     """
@@ -110,7 +110,7 @@ class ShardSampler(Sampler[int]):
 
 
 def merge_shards(shards: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
-    """Reassemble per-rank ``hrnet.evaluate.run_inference`` outputs in dataset order.
+    """Reassemble per-rank ``hrnet.evaluation.evaluate.run_inference`` outputs in dataset order.
 
     :class:`ShardSampler` gives rank ``r`` the indices ``r, r + W, ...`` without padding, so item
     ``i`` is item ``i // W`` of rank ``i % W``: the merged arrays equal a single-process run's.
