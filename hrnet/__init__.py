@@ -3,6 +3,7 @@
 One sub-package per concern; imports run downward only (a test checks it)::
 
     hrnet.study       study file and plan, runner, real photos, analysis and statistics, report
+    hrnet.benchmark   performance measurements behind tools/benchmark.py (one module per measurement)
       -> hrnet.engine       trainer loop, run record (run folder files), distributed, signals
         -> hrnet.evaluation   metrics, inference loop, model files, visualisation, export
           -> hrnet.models       the network (timm backbone + HRNetV2 head), official weights, loss
