@@ -67,6 +67,39 @@ def _image_table(ann_file: str, images: List[Any]) -> Dict[int, Tuple[Optional[s
     return table
 
 
+def _hand_samples(ann_file: str, index: int, ann: Any, image_root: str,
+                  images: Dict[int, Tuple[Optional[str], Optional[Tuple[int, int]], str]]
+                  ) -> Tuple[str, int, Optional[Tuple[int, int]], List[Tuple[str, int, Any, Any]]]:
+    """One ``annotations[index]`` entry -> (image path, image id, stated image size, its hands:
+    ``(where, sample id, box, keypoints)`` each; two for a COCO-WholeBody annotation with both hands).
+
+    Raises :class:`BadSampleError` for an entry that is not an object, an image id missing from
+    ``images[]`` or unusable there, non-integer ids, or no keypoints.
+    """
+    ann_id = ann.get("id", index) if isinstance(ann, dict) else index
+    if not isinstance(ann, dict):
+        raise BadSampleError(f"{ann_file} annotation index {index}: not an object")
+    where = f"{ann_file} annotation id {ann_id}"
+    image_id = ann.get("image_id")
+    if not isinstance(image_id, (int, str)) or image_id not in images:
+        raise BadSampleError(f"{where}: image_id {image_id!r} has no entry in images[]")
+    if not isinstance(image_id, int) or not isinstance(ann_id, int) or isinstance(ann_id, bool):
+        raise BadSampleError(f"{where}: image_id and id must be integers")
+    name, size, why = images[image_id]
+    if why:
+        raise BadSampleError(f"{where}: {why}")
+    if "lefthand_kpts" in ann or "righthand_kpts" in ann:
+        hands = [(f"{where} ({side} hand, sample id {2 * ann_id + k})", 2 * ann_id + k,
+                  ann.get(f"{side}hand_box"), ann[f"{side}hand_kpts"])
+                 for side, k in _HANDS
+                 if f"{side}hand_kpts" in ann and ann.get(f"{side}hand_valid", True)]
+    else:
+        if "keypoints" not in ann:
+            raise BadSampleError(f"{where}: no 'keypoints'")
+        hands = [(where, ann_id, ann.get("bbox"), ann["keypoints"])]
+    return os.path.join(image_root, name), image_id, size, hands
+
+
 def read_coco(ann_file: str, image_root: str, num_joints: int = 21, on_bad: str = "error",
               skipped: Optional[List[str]] = None) -> List[HandRecord]:
     """All hand samples of a COCO-style keypoint file, in file order.
@@ -89,29 +122,8 @@ def read_coco(ann_file: str, image_root: str, num_joints: int = 21, on_bad: str 
 
     records: List[HandRecord] = []
     for index, ann in enumerate(data["annotations"]):
-        ann_id = ann.get("id", index) if isinstance(ann, dict) else index
         try:
-            if not isinstance(ann, dict):
-                raise BadSampleError(f"{ann_file} annotation index {index}: not an object")
-            where = f"{ann_file} annotation id {ann_id}"
-            image_id = ann.get("image_id")
-            if not isinstance(image_id, (int, str)) or image_id not in images:
-                raise BadSampleError(f"{where}: image_id {image_id!r} has no entry in images[]")
-            if not isinstance(image_id, int) or not isinstance(ann_id, int) or isinstance(ann_id, bool):
-                raise BadSampleError(f"{where}: image_id and id must be integers")
-            name, size, why = images[image_id]
-            if why:
-                raise BadSampleError(f"{where}: {why}")
-            path = os.path.join(image_root, name)
-            if "lefthand_kpts" in ann or "righthand_kpts" in ann:
-                hands = [(f"{where} ({side} hand, sample id {2 * ann_id + k})", 2 * ann_id + k,
-                          ann.get(f"{side}hand_box"), ann[f"{side}hand_kpts"])
-                         for side, k in _HANDS
-                         if f"{side}hand_kpts" in ann and ann.get(f"{side}hand_valid", True)]
-            else:
-                if "keypoints" not in ann:
-                    raise BadSampleError(f"{where}: no 'keypoints'")
-                hands = [(where, ann_id, ann.get("bbox"), ann["keypoints"])]
+            path, image_id, size, hands = _hand_samples(ann_file, index, ann, image_root, images)
         except BadSampleError as exc:
             bad(exc)
             continue

@@ -147,6 +147,49 @@ def check_record_image(rec: HandRecord, width: int, height: int) -> Optional[str
     return None
 
 
+def _parse_keypoints(keypoints, num_joints: int, where: str) -> np.ndarray:
+    """(J, 3) float64 copy of flat ``3 J`` numbers or ``J`` triples; unlabelled rows zeroed.
+
+    Raises :class:`BadSampleError` for non-numbers, a wrong count, a NaN/inf visibility or NaN/inf
+    coordinates of a labelled keypoint.
+    """
+    try:
+        kpts = np.asarray(keypoints, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise BadSampleError(f"{where}: keypoints are not a list of numbers ({exc})") from None
+    if kpts.size != 3 * num_joints or kpts.ndim not in (1, 2) or (kpts.ndim == 2 and kpts.shape[1] != 3):
+        raise BadSampleError(
+            f"{where}: expected {num_joints} keypoints ({3 * num_joints} numbers or {num_joints} "
+            f"[x, y, v] triples), got shape {list(kpts.shape)}")
+    kpts = kpts.reshape(num_joints, 3).copy()
+    v = kpts[:, 2]
+    if not np.isfinite(v).all():
+        raise BadSampleError(f"{where}: keypoint visibility is NaN/inf at index "
+                             f"{np.flatnonzero(~np.isfinite(v)).tolist()}")
+    labelled = v > 0
+    bad_xy = labelled & ~np.isfinite(kpts[:, :2]).all(1)
+    if bad_xy.any():
+        raise BadSampleError(f"{where}: NaN/inf coordinates in labelled keypoint(s) {np.flatnonzero(bad_xy).tolist()}")
+    kpts[~labelled] = 0.0  # unlabelled coordinates carry no meaning (OneHand10K stores 0, 0, 0)
+    return kpts
+
+
+def _parse_box(bbox: Optional[Sequence[float]], where: str) -> Tuple[Optional[np.ndarray], str]:
+    """``(box (4,) float64, "")``, or ``(None, why)`` for a missing box or one with w or h <= 0 or a
+    non-finite value (the caller derives one). Raises :class:`BadSampleError` unless 4 numbers."""
+    if bbox is None:
+        return None, "had no box"
+    try:
+        box = np.asarray(bbox, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        box = np.empty(0)
+    if box.size != 4:
+        raise BadSampleError(f"{where}: bbox must be [x, y, w, h], got {bbox!r}")
+    if not (np.isfinite(box).all() and box[2] > 0 and box[3] > 0):
+        return None, "had a box with w or h <= 0 (or NaN)"
+    return box, ""
+
+
 def make_record(image_path: str, image_id: int, ann_id: int, bbox: Optional[Sequence[float]],
                 keypoints, num_joints: int, where: str, bad: Optional[BadSamples] = None,
                 image_size: Optional[Tuple[int, int]] = None) -> Optional[HandRecord]:
@@ -168,37 +211,9 @@ def make_record(image_path: str, image_id: int, ann_id: int, bbox: Optional[Sequ
         a box smaller than ``MIN_BOX_SIDE``, a labelled keypoint ``FAR_OUTSIDE`` box sides beyond
         the box (or the image).
     """
-    try:
-        kpts = np.asarray(keypoints, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise BadSampleError(f"{where}: keypoints are not a list of numbers ({exc})") from None
-    if kpts.size != 3 * num_joints or kpts.ndim not in (1, 2) or (kpts.ndim == 2 and kpts.shape[1] != 3):
-        raise BadSampleError(
-            f"{where}: expected {num_joints} keypoints ({3 * num_joints} numbers or {num_joints} "
-            f"[x, y, v] triples), got shape {list(kpts.shape)}")
-    kpts = kpts.reshape(num_joints, 3).copy()
-    v = kpts[:, 2]
-    if not np.isfinite(v).all():
-        raise BadSampleError(f"{where}: keypoint visibility is NaN/inf at index "
-                             f"{np.flatnonzero(~np.isfinite(v)).tolist()}")
-    labelled = v > 0
-    bad_xy = labelled & ~np.isfinite(kpts[:, :2]).all(1)
-    if bad_xy.any():
-        raise BadSampleError(f"{where}: NaN/inf coordinates in labelled keypoint(s) {np.flatnonzero(bad_xy).tolist()}")
-    kpts[~labelled] = 0.0  # unlabelled coordinates carry no meaning (OneHand10K stores 0, 0, 0)
-
-    box = None
-    if bbox is not None:
-        try:
-            box = np.asarray(bbox, dtype=np.float64).reshape(-1)
-        except (TypeError, ValueError):
-            box = np.empty(0)
-        if box.size != 4:
-            raise BadSampleError(f"{where}: bbox must be [x, y, w, h], got {bbox!r}")
-        if not (np.isfinite(box).all() and box[2] > 0 and box[3] > 0):
-            box, why = None, "had a box with w or h <= 0 (or NaN)"
-    else:
-        why = "had no box"
+    kpts = _parse_keypoints(keypoints, num_joints, where)
+    labelled = kpts[:, 2] > 0
+    box, why = _parse_box(bbox, where)
     if box is None:
         box = box_from_keypoints(kpts)
         if box is None:

@@ -227,7 +227,13 @@ class PhotometricAug:
         self._rng = rng
 
     def draw(self) -> Dict[str, Any]:
-        """The parameters of one call: always the same count of draws, so the stream is outcome-free."""
+        """The parameters of one call (an empty dict: no effect).
+
+        Draws 10 uniforms from the generator on every call (whether each of the four effects
+        applies, and the colour and blur parameters whether used or not), then 2 more (the noise
+        std and the OpenCV noise seed) only when noise applies: 10 or 12 draws, so what follows
+        on the stream depends on the noise outcome.
+        """
         u = self._rng.random(10)
         p: Dict[str, Any] = {}
         if u[0] < self.color_prob:

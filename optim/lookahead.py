@@ -15,12 +15,13 @@ Cost: between syncs a step is the inner step plus a Python counter; a sync is on
 ``torch._foreach_lerp_`` and one ``torch._foreach_copy_`` per parameter group (no Python loop
 over parameters; on CPU per cache-sized run of parameters, see ``Lookahead.chunk_bytes``), i.e.
 4-5 memory passes over the parameters every ``k`` steps.
+
+The settings checks and the ``state_dict`` format (what a checkpoint holds) are in
+``optim/lookahead_state.py``.
 """
 from __future__ import annotations
 
 import contextlib
-import math
-import numbers
 from collections import OrderedDict
 from itertools import chain
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
@@ -28,10 +29,11 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 import torch
 from torch.optim import Optimizer
 
+from . import lookahead_state
+from .lookahead_state import PULLBACK_MODES, check_alpha, check_k, check_pullback
+
 __all__ = ["Lookahead", "PULLBACK_MODES", "MOMENTUM_KEYS"]
 
-#: What happens to the inner optimizer's momentum at a sync (see :class:`Lookahead`).
-PULLBACK_MODES = ("none", "reset", "pullback")
 #: Inner-state entries treated as momentum (first moments): SGD/RMSprop ``momentum_buffer``,
 #: Adam/AdamW/RAdam/NAdam/Lamb... ``exp_avg``. Second moments are never touched.
 MOMENTUM_KEYS = ("momentum_buffer", "exp_avg")
@@ -39,25 +41,6 @@ MOMENTUM_KEYS = ("momentum_buffer", "exp_avg")
 _HOOK_DICTS = ("_optimizer_step_pre_hooks", "_optimizer_step_post_hooks",
                "_optimizer_state_dict_pre_hooks", "_optimizer_state_dict_post_hooks",
                "_optimizer_load_state_dict_pre_hooks", "_optimizer_load_state_dict_post_hooks")
-
-
-def _check_k(k: Any) -> int:
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
-        raise ValueError(f"Lookahead k (fast steps per slow update) must be an integer >= 1, got {k!r}")
-    return int(k)
-
-
-def _check_alpha(alpha: Any) -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not (0.0 < float(alpha) <= 1.0) \
-            or not math.isfinite(float(alpha)):
-        raise ValueError(f"Lookahead alpha (slow step size) must satisfy 0 < alpha <= 1, got {alpha!r}")
-    return float(alpha)
-
-
-def _check_pullback(mode: Any) -> str:
-    if mode not in PULLBACK_MODES:
-        raise ValueError(f"Lookahead pullback_momentum must be one of {', '.join(PULLBACK_MODES)}, got {mode!r}")
-    return mode
 
 
 class Lookahead(Optimizer):
@@ -107,9 +90,9 @@ class Lookahead(Optimizer):
         # Optimizer.__init__ is not called on purpose: it would build param groups of our own,
         # while ours must be the inner optimizer's. What it sets up besides is done here.
         self.optimizer = optimizer
-        self.k = _check_k(k)
-        self.alpha = _check_alpha(alpha)
-        self.pullback_momentum = _check_pullback(pullback_momentum)
+        self.k = check_k(k)
+        self.alpha = check_alpha(alpha)
+        self.pullback_momentum = check_pullback(pullback_momentum)
         self.momentum_keys = tuple(momentum_keys)
         if self.pullback_momentum != "none" and optimizer.param_groups and all(
                 g.get("momentum", None) == 0 for g in optimizer.param_groups):
@@ -337,25 +320,19 @@ class Lookahead(Optimizer):
         """The inner ``state_dict()`` plus ``"lookahead"``: settings, counters and slow state.
 
         ``lookahead["slow_weights"]`` and ``["slow_momentum"]`` are keyed by the parameter index
-        in ``param_groups`` order, the same index as the inner ``"state"``. Tensors are references
-        to the live buffers (as in torch): save or copy the dict before stepping again.
+        in ``param_groups`` order, the same index as the inner ``"state"`` (the format:
+        ``optim/lookahead_state.py``). Tensors are references to the live buffers (as in torch):
+        save or copy the dict before stepping again.
         """
         for hook in self._optimizer_state_dict_pre_hooks.values():
             hook(self)
         if len(self._slow) != len(self.optimizer.param_groups):
             self._adopt_new_groups()
         state_dict = dict(self.optimizer.state_dict())
-        index = {id(p): i for i, p in enumerate(self._all_params())}
-        state_dict["lookahead"] = {
-            "k": self.k,
-            "alpha": self.alpha,
-            "pullback_momentum": self.pullback_momentum,
-            "momentum_keys": list(self.momentum_keys),
-            "num_steps": self._num_steps,
-            "cycle_step": self._cycle_step,
-            "slow_weights": dict(enumerate(chain.from_iterable(self._slow))),
-            "slow_momentum": {index[id(p)]: dict(m) for p, m in self._slow_momentum.items() if id(p) in index},
-        }
+        settings = lookahead_state.Settings(self.k, self.alpha, self.pullback_momentum, self._num_steps,
+                                            self._cycle_step)
+        state_dict["lookahead"] = lookahead_state.pack(settings, self.momentum_keys, self._slow,
+                                                       self._slow_momentum, self._all_params())
         for hook in self._optimizer_state_dict_post_hooks.values():
             result = hook(self, state_dict)
             if result is not None:
@@ -382,36 +359,18 @@ class Lookahead(Optimizer):
                              "current slow weights")
         state_dict = dict(state_dict)
         la = state_dict.pop("lookahead")
-        k, alpha = _check_k(la["k"]), _check_alpha(la["alpha"])
-        mode = _check_pullback(la["pullback_momentum"])
-        num_steps, cycle_step = int(la["num_steps"]), int(la["cycle_step"])
-        if not 0 <= cycle_step < k:
-            raise ValueError(f"Lookahead.load_state_dict: cycle_step {cycle_step} not in [0, k={k})")
+        saved = lookahead_state.check_settings(la)
         if len(self._slow) != len(self.optimizer.param_groups):
             self._adopt_new_groups()
         params = self._all_params()
-        saved_slow = la["slow_weights"]
-        if sorted(saved_slow) != list(range(len(params))):
-            raise ValueError(f"Lookahead.load_state_dict: slow weights for {len(saved_slow)} parameters, "
-                             f"the optimizer has {len(params)}")
-        for i, p in enumerate(params):
-            if tuple(saved_slow[i].shape) != tuple(p.shape):
-                raise ValueError(f"Lookahead.load_state_dict: slow weight of parameter {i} has shape "
-                                 f"{tuple(saved_slow[i].shape)}, the parameter {tuple(p.shape)}")
+        lookahead_state.check_slow_weights(la, params)
         self.optimizer.load_state_dict(state_dict)  # validates the groups; may raise before we change anything
-        with torch.no_grad():
-            flat = [torch.empty_like(p).copy_(saved_slow[i]) for i, p in enumerate(params)]
-            slow_momentum: Dict[torch.Tensor, Dict[str, torch.Tensor]] = {}
-            for i, moms in la.get("slow_momentum", {}).items():
-                p = params[int(i)]
-                slow_momentum[p] = {key: torch.empty_like(p).copy_(m) for key, m in moms.items()}
-        sizes = [len(g["params"]) for g in self.optimizer.param_groups]
-        self._slow = [flat[sum(sizes[:j]):sum(sizes[:j + 1])] for j in range(len(sizes))]
+        self._slow, self._slow_momentum = lookahead_state.unpack_slow(
+            la, params, [len(g["params"]) for g in self.optimizer.param_groups])
         self._chunk_cache = {}
-        self._slow_momentum = slow_momentum
-        self.k, self.alpha, self.pullback_momentum = k, alpha, mode
+        self.k, self.alpha, self.pullback_momentum = saved.k, saved.alpha, saved.pullback_momentum
         self.momentum_keys = tuple(la.get("momentum_keys", self.momentum_keys))
-        self._num_steps, self._cycle_step = num_steps, cycle_step
+        self._num_steps, self._cycle_step = saved.num_steps, saved.cycle_step
         for hook in self._optimizer_load_state_dict_post_hooks.values():
             hook(self)
 

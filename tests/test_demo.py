@@ -96,6 +96,27 @@ def test_folder_with_coco_boxes_and_batches(tiny, real_hands, tmp_path):
     assert sorted(os.listdir(out)) == sorted(list(by_name) + ["keypoints.json"])
 
 
+def test_boxes_file_skips_and_names_images_it_gives_no_box(tiny, real_hands, tmp_path, capsys):
+    """--boxes covering one of two images: the other is skipped and named, never given the whole
+    image as an invented box; keypoints.json holds only the boxed image's hands."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("33.jpg", "9.jpg"):
+        shutil.copy(os.path.join(real_hands, "onehand10k", name), folder / name)
+    box = [30.0, 120.0, 90.0, 110.0]
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps({"images": [{"id": 7, "file_name": "photos/33.jpg"}],
+                                 "annotations": [{"id": 1, "image_id": 7, "bbox": box}]}))
+    out = tmp_path / "out"
+    assert run(tiny, "--input", str(folder), "--out", str(out), "--boxes", str(boxes)) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert f"skipped: {folder / '9.jpg'}: no box in {boxes}" in lines
+    assert "skipped 1 image(s) with no box" in lines[-1] and "1 annotated image(s)" in lines[-1]
+    res = json.load(open(out / "keypoints.json"))
+    assert [(r["file_name"], r["bbox"]) for r in res] == [("33.jpg", box)]
+    assert sorted(os.listdir(out)) == ["33.jpg", "keypoints.json"]
+
+
 def test_video_in_annotated_video_out(tiny, tmp_path):
     path = str(tmp_path / "clip.avi")
     writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 10, (96, 80))
@@ -115,7 +136,8 @@ def test_video_in_annotated_video_out(tiny, tmp_path):
     assert frames == 5
 
 
-@pytest.mark.parametrize("case", ["unreadable", "video", "box", "other_model", "missing_folder_images"])
+@pytest.mark.parametrize("case", ["unreadable", "video", "box", "other_model", "missing_folder_images",
+                                  "no_image_boxed"])
 def test_bad_input_is_one_line_naming_the_file(tiny, real_hands, tmp_path, capsys, case):
     src = os.path.join(real_hands, "onehand10k", "33.jpg")
     args, name = ["--input", src], src
@@ -144,6 +166,12 @@ def test_bad_input_is_one_line_naming_the_file(tiny, real_hands, tmp_path, capsy
         name = str(tmp_path / "empty")
         os.makedirs(name)
         args = ["--input", name]
+    elif case == "no_image_boxed":  # --boxes names no image of --input: nothing to do
+        name = str(tmp_path / "boxes.json")
+        with open(name, "w") as f:
+            json.dump({"images": [{"id": 1, "file_name": "other.jpg"}],
+                       "annotations": [{"id": 1, "image_id": 1, "bbox": [0, 0, 10, 10]}]}, f)
+        args += ["--boxes", name]
     code = run(tiny, *args, "--out", str(tmp_path / "out"))
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and name in err, err

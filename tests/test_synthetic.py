@@ -13,7 +13,7 @@ import pytest
 from conftest import ROOT, make_cfg
 from data.synthetic import RENDER_VERSION, ensure_dataset, generate, render_sample
 from data.synthetic import kinematics as kin
-from data.synthetic import render
+from data.synthetic import draw
 
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import make_synthetic_hands  # noqa: E402
@@ -246,14 +246,42 @@ def test_ensure_dataset_renders_once_even_when_called_concurrently(tmp_path):
         ensure_dataset(cfg)
 
 
+@pytest.mark.parametrize("case", ["other_set", "not_empty", "foreign_json"])
+def test_a_folder_without_the_wanted_set_is_one_error_line_naming_it(tmp_path, capsys, case):
+    """tools/test.py --oracle on DATASET.FORMAT synthetic: a DATASET.ROOT holding another set, other
+    files or another program's COCO files ends in one ``error:`` line naming the folder / file."""
+    import _cli
+    import test as test_tool  # tools/test.py
+
+    root = tmp_path / "hands"
+    named = str(root)
+    if case == "other_set":
+        generate(str(root), 1, 1, seed=0, progress=False)    # the config below wants 2 + 1 images
+    elif case == "not_empty":
+        root.mkdir()
+        (root / "notes.txt").write_text("x")
+    else:
+        root.mkdir()
+        for name in ("train.json", "test.json"):
+            (root / name).write_text(json.dumps({"images": [], "annotations": []}))
+        named = str(root / "train.json")
+    before = _files(root)
+    code = _cli.run(test_tool.main, ["--oracle", "--no-progress", "DATASET.FORMAT", "synthetic",
+                                     "DATASET.ROOT", str(root), "DATASET.SYNTHETIC.NUM_TRAIN", "2",
+                                     "DATASET.SYNTHETIC.NUM_TEST", "1", "WORKERS", "0"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and named in err, err
+    assert _files(root) == before                                 # never replaced nor rendered into
+
+
 def test_drawing_uses_the_pixel_centre_convention():
     """A shape drawn around (x, y) by the renderer's sub-pixel drawing has its centroid at (x, y):
     integer coordinates are pixel centres, as in data/transforms.py."""
     for centre in ((10.25, 12.5), (20.0, 19.0), (15.75, 9.3)):
         c = np.array([centre])
-        hull = render._capsule_hulls(c, c, np.array([6.0]), np.array([6.0]))[0]
+        hull = draw.capsule_hulls(c, c, np.array([6.0]), np.array([6.0]))[0]
         canvas = np.zeros((40, 40), np.uint8)
-        cv2.fillConvexPoly(canvas, hull, 255, cv2.LINE_AA, render._SHIFT)
+        cv2.fillConvexPoly(canvas, hull, 255, cv2.LINE_AA, draw.SHIFT)
         ys, xs = np.mgrid[:40, :40]
         wsum = canvas.sum(dtype=np.float64)
         got = ((canvas * xs).sum() / wsum, (canvas * ys).sum() / wsum)

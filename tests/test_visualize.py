@@ -1,4 +1,4 @@
-"""hrnet.evaluation.visualize: skeleton drawing, the TensorBoard grid, the error-analysis sheets."""
+"""hrnet.evaluation.visualize (skeleton drawing, the TensorBoard grid) and error_analysis (the sheets)."""
 from __future__ import annotations
 
 import os
@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from data.transforms import Normalize, get_affine_transform, transform_points
-from hrnet.evaluation.visualize import (FINGER_COLORS, HAND_BONES, draw_skeleton, gallery_image, gallery_samples, make_grid,
-                             prediction_grid, select_random, select_worst, to_uint8_images, write_error_analysis)
+from hrnet.evaluation.error_analysis import select_random, select_worst, write_error_analysis
+from hrnet.evaluation.visualize import (FINGER_COLORS, HAND_BONES, draw_skeleton, gallery_image, gallery_samples,
+                                        make_grid, prediction_grid, to_uint8_images)
 
 from conftest import make_cfg
 

@@ -61,7 +61,7 @@ def check_finite(results: Dict[str, Any], what: str) -> None:
                              f"the model diverged; evaluate an earlier checkpoint")
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      usage="%(prog)s [--cfg FILE] [--model-file CKPT | --oracle] [options] "
                                            "[KEY VALUE ...]")
@@ -79,46 +79,78 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--vis", default="", metavar="DIR",
                         help="error analysis PNGs: worst.png / random.png (16 hands each) and per_joint_nme.png")
-    # KEY VALUE overrides may come before, between or after the options.
-    args, opts = _cli.parse_with_overrides(parser, argv)
+    return parser
 
+
+def load_model(cfg, model_file: str, device: torch.device, weights: str, check_config: bool):
+    """The model and its ``ModelFileInfo``; prints which weights, the notes, and the warnings
+    (config mismatches allowed by ``--allow-config-mismatch``) as ``warning:`` lines on stderr."""
+    from hrnet.evaluation.model_file import load_model_file
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model, info = load_model_file(cfg, model_file, device, weights=weights, check_config=check_config)
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    print(f"evaluating {info.describe()}")
+    for note in info.notes:
+        print(f"note: {note}")
+    return model, info
+
+
+def predict(cfg, dataset, model, device: torch.device, what: str, progress: bool) -> Dict[str, Any]:
+    """Predictions over ``dataset`` in its order: of ``model``, or of the oracle when it is None
+    (``what`` names the model file in the error for non-finite predictions)."""
+    from torch.utils.data import DataLoader
+
+    from hrnet.evaluation.evaluate import run_inference, run_oracle
+
+    loader = DataLoader(dataset, batch_size=int(cfg.TEST.BATCH_SIZE_PER_GPU), shuffle=False,
+                        num_workers=int(cfg.WORKERS), pin_memory=device.type == "cuda")
+    if model is None:
+        return run_oracle(loader, cfg, progress=progress)
+    results = run_inference(model, loader, cfg, device, progress=progress)
+    check_finite(results, what)
+    return results
+
+
+def save_outputs(out_dir: str, cfg, args: argparse.Namespace, model_file: str, info, metrics: Dict[str, Any],
+                 results: Dict[str, Any], skipped: List[str], testset: str) -> None:
+    """``--out DIR``: metrics.json (with how it was evaluated), predictions.json and ced.png."""
+    from hrnet.evaluation.evaluate import save_evaluation
+
+    extra = {"decode": cfg.TEST.DECODE, "flip_test": bool(cfg.TEST.FLIP_TEST) and not args.oracle,
+             "oracle": bool(args.oracle), "model_file": "" if args.oracle else model_file,
+             "weights": "" if info is None else info.weights,
+             "checkpoint_epoch": None if info is None else info.epoch,
+             "config_mismatches": [] if info is None else info.mismatches,
+             "skipped": skipped, "testset": testset, "experiment": cfg.EXPERIMENT_NAME}
+    paths = save_evaluation(out_dir, metrics, results, cfg.TEST.FAILURE_THRESHOLD, extra,
+                            title=f"{cfg.EXPERIMENT_NAME}: {'oracle' if args.oracle else 'model'}")
+    for name, path in paths.items():
+        print(f"wrote {name}: {path}")
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args, opts = _cli.parse_with_overrides(parser, argv)  # KEY VALUE overrides before, between or after options
     cfg = load_config(args.cfg, opts)
     model_file = args.model_file or cfg.TEST.MODEL_FILE
     if not args.oracle and not model_file:
         parser.error("--model-file (or TEST.MODEL_FILE) is required unless --oracle is given")
 
-    from torch.utils.data import DataLoader
-
     from data import build_dataset
-    from hrnet.runtime.device import select_device
-    from hrnet.evaluation.evaluate import run_inference, run_oracle, save_evaluation
     from hrnet.evaluation.metrics import compute_metrics
-    from hrnet.evaluation.model_file import load_model_file
+    from hrnet.runtime.device import select_device
 
     device = torch.device("cpu") if args.oracle else select_device(cfg.DEVICE)
     model = info = None
     if not args.oracle:  # before the data: a wrong file fails in a second, not after the build
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            model, info = load_model_file(cfg, model_file, device, weights=args.weights,
-                                          check_config=not args.allow_config_mismatch)
-        for w in caught:
-            print(f"warning: {w.message}", file=sys.stderr)
-        print(f"evaluating {info.describe()}")
-        for note in info.notes:
-            print(f"note: {note}")
+        model, info = load_model(cfg, model_file, device, args.weights, not args.allow_config_mismatch)
     dataset = build_dataset(cfg, is_train=False)
     skipped = list(getattr(dataset, "skipped", []))
-    loader = DataLoader(dataset, batch_size=int(cfg.TEST.BATCH_SIZE_PER_GPU), shuffle=False,
-                        num_workers=int(cfg.WORKERS), pin_memory=device.type == "cuda")
     t0 = time.time()
-    if args.oracle:
-        results = run_oracle(loader, cfg, progress=not args.no_progress)
-        what = "oracle (encoded ground-truth heatmaps)"
-    else:
-        results = run_inference(model, loader, cfg, device, progress=not args.no_progress)
-        what = model_file
-        check_finite(results, model_file)
+    results = predict(cfg, dataset, model, device, model_file, progress=not args.no_progress)
     elapsed = time.time() - t0
     metrics = compute_metrics(results["preds"], results["joints"], results["bbox"], cfg)
     # Hands left out when the data set was built (DATASET.ON_BAD_SAMPLE skip) are not in
@@ -126,6 +158,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     metrics["num_images_skipped"] = len(skipped)
 
     testset = os.path.join(cfg.DATASET.ROOT, cfg.DATASET.TESTSET)
+    what = "oracle (encoded ground-truth heatmaps)" if args.oracle else model_file
     flip = " + flip test" if cfg.TEST.FLIP_TEST and not args.oracle else ""
     print(f"{what} on {testset}: {len(results['ann_id'])} hands, decode {cfg.TEST.DECODE}{flip}, "
           f"{elapsed:.1f}s on {device.type}")
@@ -133,16 +166,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"skipped: {line}")
     print(format_table(metrics))
     if args.out:
-        extra = {"decode": cfg.TEST.DECODE, "flip_test": bool(cfg.TEST.FLIP_TEST) and not args.oracle,
-                 "oracle": bool(args.oracle), "model_file": "" if args.oracle else model_file,
-                 "weights": "" if info is None else info.weights,
-                 "checkpoint_epoch": None if info is None else info.epoch,
-                 "config_mismatches": [] if info is None else info.mismatches,
-                 "skipped": skipped, "testset": testset, "experiment": cfg.EXPERIMENT_NAME}
-        paths = save_evaluation(args.out, metrics, results, cfg.TEST.FAILURE_THRESHOLD, extra,
-                                title=f"{cfg.EXPERIMENT_NAME}: {'oracle' if args.oracle else 'model'}")
-        for name, path in paths.items():
-            print(f"wrote {name}: {path}")
+        save_outputs(args.out, cfg, args, model_file, info, metrics, results, skipped, testset)
     else:
         print("(no --out: nothing written)")
     if args.vis:
@@ -151,9 +175,9 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def write_vis(vis_dir: str, out_dir: str, dataset, results: Dict[str, Any], metrics: Dict[str, Any], cfg) -> None:
-    """``--vis DIR``: hrnet.evaluation.visualize's error analysis (and ced.png when DIR is not ``--out``)."""
+    """``--vis DIR``: hrnet.evaluation.error_analysis's sheets (and ced.png when DIR is not ``--out``)."""
+    from hrnet.evaluation.error_analysis import write_error_analysis
     from hrnet.evaluation.evaluate import save_ced_plot
-    from hrnet.evaluation.visualize import write_error_analysis
 
     # The loader kept the dataset's order (shuffle=False): result i is dataset.record(i).
     records = [dataset.record(i) for i in range(len(dataset))]

@@ -24,6 +24,8 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from configs import ConfigError
+
 from .kinematics import KEYPOINT_NAMES, SKELETON
 from .render import RENDER_VERSION, render_sample
 
@@ -33,6 +35,12 @@ GENERATOR = "hrnet-hand data.synthetic"
 CATEGORIES = [{"supercategory": "hand", "id": 1, "name": "hand", "keypoints": list(KEYPOINT_NAMES),
                "skeleton": [list(p) for p in SKELETON]}]
 _Task = Tuple[str, str, int, int, int]  # (out_dir, split, seed, start, stop)
+
+
+class SyntheticSetError(ConfigError, RuntimeError):
+    """A folder that holds no usable synthetic set for the config (another set, other files, a
+    broken set); the message names the folder or file. A :class:`configs.ConfigError`, so a tool
+    prints it as one ``error:`` line; a ``RuntimeError`` for callers of :func:`read_info`."""
 
 
 def image_file_name(split: str, index: int) -> str:
@@ -153,7 +161,7 @@ def generate(out_dir: str, num_train: int = 21120, num_test: int = 3000, seed: i
 def read_info(root: str) -> Optional[Dict[str, Dict]]:
     """``{split: info}`` of the set in ``root``, or None when neither JSON file exists.
 
-    Raises ``RuntimeError`` naming the file when only one exists or one is unreadable.
+    Raises :class:`SyntheticSetError` naming the file when only one exists or one is unreadable.
     """
     paths = {s: os.path.join(root, f"{s}.json") for s in ("train", "test")}
     present = {s: os.path.isfile(p) for s, p in paths.items()}
@@ -161,14 +169,14 @@ def read_info(root: str) -> Optional[Dict[str, Dict]]:
         return None
     if not all(present.values()):
         missing = [p for s, p in paths.items() if not present[s]]
-        raise RuntimeError(f"incomplete synthetic hand set in {root}: {missing[0]} is missing; "
-                           f"delete {root} to render it again")
+        raise SyntheticSetError(f"incomplete synthetic hand set in {root}: {missing[0]} is missing; "
+                                f"delete {root} to render it again")
     infos = {}
     for split, path in paths.items():
         info = _json_info(path, root)
         if not isinstance(info, dict) or info.get("generator") != GENERATOR:
-            raise RuntimeError(f"{path} was not written by the synthetic renderer (no info.generator "
-                               f"{GENERATOR!r}); for your own data set DATASET.FORMAT coco")
+            raise SyntheticSetError(f"{path} was not written by the synthetic renderer (no info.generator "
+                                    f"{GENERATOR!r}); for your own data set DATASET.FORMAT coco")
         infos[split] = info
     return infos
 
@@ -187,7 +195,7 @@ def _json_info(path: str, root: str):
             fh.seek(0)
             data = json.load(fh)
     except (OSError, ValueError) as exc:
-        raise RuntimeError(f"{path}: unreadable annotation file ({exc}); delete {root} to render it again") from exc
+        raise SyntheticSetError(f"{path}: unreadable annotation file ({exc}); delete {root} to render it again") from exc
     return data.get("info") if isinstance(data, dict) else None
 
 
@@ -221,10 +229,10 @@ def _check(root: str, want: Dict[str, int]) -> bool:
         diff = [f"DATASET.SYNTHETIC.{keys[k]} {want[k]} (the set has {info.get(k)})"
                 for k in keys if info.get(k) != want[k]]
         if diff:
-            raise RuntimeError(f"the synthetic hand set in {root} does not match the config: "
-                               + ", ".join(diff) + ". Point DATASET.ROOT at another folder (it will be "
-                               "rendered there), delete this one, or use DATASET.MAX_TRAIN_SAMPLES / "
-                               "MAX_TEST_SAMPLES for a subset")
+            raise SyntheticSetError(f"the synthetic hand set in {root} does not match the config: "
+                                    + ", ".join(diff) + ". Point DATASET.ROOT at another folder (it will be "
+                                    "rendered there), delete this one, or use DATASET.MAX_TRAIN_SAMPLES / "
+                                    "MAX_TEST_SAMPLES for a subset")
         if info.get("renderer_version") != RENDER_VERSION:
             logger.warning("%s/%s.json was rendered by renderer version %s (current %s); images of "
                            "the same seed differ between versions", root, split,
@@ -259,8 +267,8 @@ def ensure_dataset(cfg) -> str:
     root = os.path.abspath(cfg.DATASET.ROOT)
     want = {"num_train": int(syn.NUM_TRAIN), "num_test": int(syn.NUM_TEST), "seed": int(syn.SEED)}
     if want["num_train"] <= 0 or want["num_test"] <= 0:
-        raise ValueError(f"DATASET.SYNTHETIC.NUM_TRAIN and NUM_TEST must be positive, got "
-                         f"{want['num_train']} and {want['num_test']}")
+        raise ConfigError(f"DATASET.SYNTHETIC.NUM_TRAIN and NUM_TEST must be positive, got "
+                          f"{want['num_train']} and {want['num_test']}")
     if _check(root, want):
         return root
     parent, name = os.path.split(root)
@@ -269,10 +277,10 @@ def ensure_dataset(cfg) -> str:
         if _check(root, want):                               # another process rendered it meanwhile
             return root
         if os.path.isdir(root) and os.listdir(root):
-            raise RuntimeError(f"DATASET.ROOT {root} exists and is not empty but holds no train.json/"
-                               "test.json; choose an empty or new folder for the synthetic hands")
+            raise SyntheticSetError(f"DATASET.ROOT {root} exists and is not empty but holds no train.json/"
+                                    "test.json; choose an empty or new folder for the synthetic hands")
         if os.path.exists(root) and not os.path.isdir(root):
-            raise RuntimeError(f"DATASET.ROOT {root} is a file, not a folder")
+            raise SyntheticSetError(f"DATASET.ROOT {root} is a file, not a folder")
         _remove_stale_renders(parent, name)
         workers = max(1, min(int(cfg.WORKERS), os.cpu_count() or 1))
         logger.info("rendering %d + %d synthetic hand images (seed %d, %d processes) into %s",

@@ -5,7 +5,8 @@
   BN recalibration, COCO results, the oracle floor;
 - ``inference.py``: crops of whole images and the PyTorch / ONNX backends of the demo;
 - ``model_file.py``: loading a checkpoint or model file for evaluation (which weights, which config);
-- ``visualize.py``: skeleton drawing, prediction grids, error-analysis sheets;
+- ``visualize.py``: skeleton drawing, prediction grids, the TensorBoard gallery;
+- ``error_analysis.py``: a test set's worst / random hands as contact sheets, the per-joint NME chart;
 - ``export.py``: TorchScript / ONNX export and its parity check.
 
 May import: ``hrnet.models``, ``hrnet.runtime``, ``data``, ``optim``, ``configs``. Not the engine or the study.
