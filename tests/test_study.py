@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
+from hrnet.study import stats
 
 SMOKE = os.path.join(ROOT, "experiments", "studies", "smoke.yaml")
 STUDY = os.path.join(ROOT, "tools", "study.py")
@@ -34,7 +36,8 @@ def data_root(tmp_path_factory) -> str:
 def smoke(tmp_path_factory, data_root):
     """The smoke study, stopped by SIGINT (as a terminal's Ctrl-C) during its first run, then run again."""
     out = str(tmp_path_factory.mktemp("study") / "smoke")
-    cmd = [sys.executable, STUDY, SMOKE, "--out", out, "DATASET.ROOT", data_root]
+    # Relative paths, as a user types them in the repository: the report must not hold the machine's.
+    cmd = [sys.executable, STUDY, SMOKE, "--out", out, "DATASET.ROOT", os.path.relpath(data_root, ROOT)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     first = os.path.join(out, "adam_seed0", "checkpoint_latest.pth")
@@ -45,7 +48,7 @@ def smoke(tmp_path_factory, data_root):
     interrupted_out, _ = proc.communicate(timeout=300)
     state_after_stop = {a: json.load(open(os.path.join(out, a, "metrics.json")))["status"]
                         for a in os.listdir(out) if os.path.isfile(os.path.join(out, a, "metrics.json"))}
-    rerun = _study(SMOKE, "--out", out, "DATASET.ROOT", data_root)
+    rerun = _study(SMOKE, "--out", out, "DATASET.ROOT", os.path.relpath(data_root, ROOT))
     return {"out": out, "rc_stop": proc.returncode, "stop_output": interrupted_out, "state_after_stop": state_after_stop,
             "rerun": rerun, "report": json.load(open(os.path.join(out, "report.json")))}
 
@@ -73,11 +76,26 @@ def test_report_files(smoke):
         assert os.path.getsize(os.path.join(out, name)) > 0, name
     md = open(os.path.join(out, "report.md")).read()
     for section in ("## Verdict", "## Protocol", "## Paired comparisons with the reference (adam)",
-                    "## Lookahead: slow vs fast weights", "## Real hand photos"):
+                    "## Same-LR pairs: Lookahead(X) - X", "## Lookahead: slow vs fast weights", "## Real hand photos"):
         assert section in md
-    # The scale table states what was changed from the user's setting.
+    # The scale table states what was changed from the user's setting, iterations included (4 x 2 epochs).
     assert "| `MODEL.IMAGE_SIZE` | [256, 256] | **[64, 64]** |" in md
-    assert smoke["report"]["verdict"][0].startswith("Ranking by mean final valid NME")
+    assert "| `iterations` | 19800 | **8** |" in md
+    rep = smoke["report"]
+    assert rep["iterations"]["user"] == 19800 and set(rep["iterations"]["per_run"].values()) == {8}
+    # Floors in the protocol, the verdict and the per-arm table; censored reach counts; same-LR pair.
+    assert rep["verdict"][0].startswith("No-learning floors on the validation set (32 images)")
+    assert "| validation set (synthetic) | 32 | 32 |" in md and "| real: freihand | 8 | 2 |" in md
+    assert "final NME / box-centre floor" in md and "**has not learned**" in md
+    assert re.search(r"\| [0-2]/2 reached; median ", md)
+    pair = rep["same_lr"]["pairs"]
+    assert [(p["lookahead_arm"], p["base_arm"], p["lr"]) for p in pair] == [("lookahead_adam", "adam", 0.001)]
+    assert pair[0]["comparison"]["verdict"] in (stats.TOO_FEW, stats.NOT_LEARNED)  # 2 seeds: no verdict
+    assert rep["comparisons"]["lookahead_adam"]["final_NME"]["p_adjusted"] is not None
+    # No absolute path of this machine in the report.
+    strings = re.findall(r'"((?:[^"\\]|\\.)*)"', open(os.path.join(out, "report.json")).read())
+    assert not [t for t in strings if t.startswith("/") or ROOT in t]
+    assert not re.search(r"[`( ]/(work|tmp|home)/", md)
 
 
 def test_report_numbers_equal_the_run_folders(smoke):
@@ -104,32 +122,63 @@ def test_report_numbers_equal_the_run_folders(smoke):
                        [metrics["adam", s]["final_NME"] for s in SEEDS]).confidence_interval(0.95)
     assert comp["diffs"] == pytest.approx(diffs)
     assert (comp["ci_low"], comp["ci_high"]) == (pytest.approx(ci.low), pytest.approx(ci.high))
-    # Real photos: every finished run's best model, per set and pooled, cached in its folder.
+    # Real photos: every finished run's final model (Lookahead: its slow weights, as validated), per set
+    # and pooled, cached in its folder.
     rh = rep["real_hands"]
     assert rh["available"] and set(rh["sets"]) == {"freihand", "onehand10k", "all"}
+    assert rh["set_sizes"]["all"] == {"num_images": 12, "num_hands": 6}
+    assert rh["evaluated"] == {"checkpoint": "checkpoint_latest.pth",
+                               "weights": {"model": ["adam"], "slow": ["lookahead_adam"]}}
     for arm in ARMS:
         cached = {s: json.load(open(os.path.join(out, f"{arm}_seed{s}", "real_hands.json")))["results"] for s in SEEDS}
         assert cached[0]["all"]["num_images"] == 12
+        assert cached[0]["evaluated"]["checkpoint"] == "checkpoint_latest.pth"
+        assert cached[0]["evaluated"]["weights"] == ("slow" if arm.startswith("lookahead") else "model")
         assert rh["per_arm"][arm]["all"]["NME"]["mean"] == pytest.approx(np.mean([cached[s]["all"]["NME"]
                                                                                   for s in SEEDS]))
 
 
+def test_floors_equal_the_metric_on_the_annotation_file(smoke, data_root):
+    from hrnet.evaluation.metrics import compute_metrics
+
+    test = json.load(open(os.path.join(data_root, "test.json")))
+    bbox = np.array([a["bbox"] for a in test["annotations"]], dtype=float)
+    joints = np.array([a["keypoints"] for a in test["annotations"]], dtype=float).reshape(len(bbox), 21, 3)
+    centre = bbox[:, :2] + bbox[:, 2:] / 2 - 0.5  # edge-convention box -> pixel-centre coordinates
+    nme = compute_metrics(np.repeat(centre[:, None], 21, axis=1), joints, bbox)["NME"]
+    floors = smoke["report"]["floors"]
+    assert floors["valid"]["box_centre"]["NME"] == pytest.approx(nme)
+    arm = smoke["report"]["arms"]["adam"]
+    assert arm["final_NME_over_floor"] == pytest.approx(arm["final_NME"]["mean"] / nme)
+    assert arm["learned"] == (arm["final_NME"]["mean"] <= 0.8 * nme)
+
+
 def test_report_only_needs_no_training(smoke, tmp_path, data_root):
-    out = smoke["out"]
-    watched = [os.path.join(out, f"{a}_seed{s}", f) for a in ARMS for s in SEEDS
-               for f in ("metrics.json", "real_hands.json")]
-    before = {p: os.stat(p).st_mtime_ns for p in watched}
-    res = _study(SMOKE, "--out", out, "--report-only", "DATASET.ROOT", data_root)
-    assert res.returncode == 0, res.stderr
-    assert {p: os.stat(p).st_mtime_ns for p in watched} == before  # nothing trained, nothing re-evaluated
-    assert json.load(open(os.path.join(out, "report.json")))["arms"] == smoke["report"]["arms"]
+    # Only the small records of each run (no checkpoint, log or event file), as a repository holds them.
+    out = str(tmp_path / "records")
+    for a in ARMS:
+        for s in SEEDS:
+            os.makedirs(os.path.join(out, f"{a}_seed{s}"))
+            for f in ("metrics.json", "config.yaml", "real_hands.json"):
+                shutil.copy(os.path.join(smoke["out"], f"{a}_seed{s}", f), os.path.join(out, f"{a}_seed{s}", f))
+    # KEY VALUE overrides may stand before the study file too.
+    res = _study("DATASET.ROOT", os.path.relpath(data_root, ROOT), SMOKE, "--out", out, "--report-only")
+    assert res.returncode == 0, res.stdout + res.stderr
+    rep = json.load(open(os.path.join(out, "report.json")))
+    assert not [f for a in ARMS for s in SEEDS for f in os.listdir(os.path.join(out, f"{a}_seed{s}"))
+                if f.endswith(".pth")]  # nothing trained
+    # The same numbers, but the start-up share: it needs the runner's study_sessions.json.
+    assert {a: dict(v, overhead_fraction=None) for a, v in rep["arms"].items()} == \
+        {a: dict(v, overhead_fraction=None) for a, v in smoke["report"]["arms"].items()}
+    assert rep["real_hands"]["per_arm"] == smoke["report"]["real_hands"]["per_arm"]  # from the caches
+    assert rep["floors"]["valid"] == smoke["report"]["floors"]["valid"]
     # An empty folder: every run "not run", no run folder created, exit 1.
     empty = str(tmp_path / "empty")
     res = _study(SMOKE, "--out", empty, "--report-only", "DATASET.ROOT", data_root)
     assert res.returncode == 1
     rep = json.load(open(os.path.join(empty, "report.json")))
     assert [r["status"] for r in rep["runs"]] == ["not run"] * 4
-    assert sorted(os.listdir(empty)) == ["report.json", "report.md"]
+    assert sorted(os.listdir(empty)) == ["floors.json", "report.json", "report.md"]
 
 
 def test_failed_arm_is_reported_not_fatal(smoke, tmp_path, data_root):
@@ -242,7 +291,8 @@ def test_report_from_hand_made_run_folders(tmp_path):
     assert rep["arms"]["la"]["final_NME"]["mean"] == pytest.approx(0.221)
     c = rep["comparisons"]["adam_lr1e-3"]["final_NME"]
     assert c["diffs"] == pytest.approx([0.05] * 3) and c["verdict"] == "worse"
-    assert rep["arms"]["adam"]["epochs_to_reach"]["0.3"]["per_seed"] == {"0": 2, "1": 2, "2": 2}
+    assert rep["arms"]["adam"]["epochs_to_reach"]["0.3"] == {"n": 3, "n_reached": 3, "median": 2.0,
+                                                              "per_seed": {"0": 2, "1": 2, "2": 2}}
     lines = rep["sensitivity"]["lr_lines"]
     assert [p["lr"] for p in lines["adam"]] == [0.0001, 0.001]
     assert rep["sensitivity"]["lr_spread"]["adam"]["range"] == pytest.approx(0.05)
@@ -257,4 +307,4 @@ def test_report_from_hand_made_run_folders(tmp_path):
     assert {os.path.basename(p) for p in paths} == {"report.json", "report.md", "curves.png", "sensitivity.png",
                                                     "lookahead.png"}
     md = open(out / "report.md").read()
-    assert "Lookahead k x alpha at LR 0.0001" in md and "Not evaluated: disabled in the study file" in md
+    assert "Lookahead k x alpha at LR 0.0001" in md and "Not evaluated: no real_hands in the study file" in md

@@ -1,4 +1,10 @@
-"""Each finished run's model evaluated on the real hand photos (COCO sets in one folder), cached."""
+"""Each finished run's final model evaluated on the real hand photos (COCO sets in one folder), cached.
+
+The model is the run's **final** one, ``checkpoint_latest.pth`` with the weights training
+validated at its end (for Lookahead the slow weights, ``TRAIN.LOOKAHEAD.EVAL_WEIGHTS``), the same
+checkpoint as the synthetic headline (final NME): comparing a ranking of final models with one of
+validation-selected models would mix two questions.
+"""
 from __future__ import annotations
 
 import json
@@ -8,12 +14,16 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import numpy as np
 
 from configs import load_config
-from hrnet.engine.run_record import BEST, CONFIG
+from hrnet.engine.run_record import CONFIG, LATEST
 from hrnet.runtime.checkpoint import write_json
+from hrnet.study.floors import file_sha256
 
-__all__ = ["real_hand_sets", "evaluate_real_hands", "REAL_HANDS_CACHE"]
+__all__ = ["real_hand_sets", "evaluate_real_hands", "cache_key", "REAL_HANDS_CACHE", "EVALUATED_CHECKPOINT"]
 
 REAL_HANDS_CACHE = "real_hands.json"
+#: The checkpoint evaluated on the real photos: the final one (as the synthetic final NME).
+EVALUATED_CHECKPOINT = LATEST
+_CACHE_VERSION = 2
 
 
 def real_hand_sets(folder: Optional[str]) -> Dict[str, Tuple[str, str]]:
@@ -29,58 +39,80 @@ def real_hand_sets(folder: Optional[str]) -> Dict[str, Tuple[str, str]]:
     return sets
 
 
+def cache_key(cfg, sets: Mapping[str, Tuple[str, str]], model_sha256: Optional[str]) -> Dict[str, Any]:
+    """Everything that changes a real-photo result: the model file's content, which of its weights,
+    the input geometry, decoding, flip test, autocast, the metric thresholds and each set's
+    annotation content (no machine paths, so a cache travels with committed run records)."""
+    t = cfg.TEST
+    return {"version": _CACHE_VERSION, "checkpoint": EVALUATED_CHECKPOINT, "model_sha256": model_sha256,
+            "eval_weights": cfg.TRAIN.LOOKAHEAD.EVAL_WEIGHTS, "image_size": list(cfg.MODEL.IMAGE_SIZE),
+            "heatmap_size": list(cfg.MODEL.HEATMAP_SIZE), "bbox_padding": float(cfg.DATASET.BBOX_PADDING),
+            "decode": t.DECODE, "flip_test": bool(t.FLIP_TEST), "amp": cfg.AMP.MODE,
+            "thresholds": [float(t.FAILURE_THRESHOLD), float(t.PCK_THRESHOLD), float(t.AUC_MAX_PX)],
+            "sets": {k: {"annotations": ann, "sha256": file_sha256(os.path.join(folder, ann))}
+                     for k, (folder, ann) in sorted(sets.items())}}
+
+
+def _read_cache(path: str) -> Dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            cached = json.load(f)
+        return cached if isinstance(cached, dict) and isinstance(cached.get("key"), dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
 def evaluate_real_hands(run_dir: str, sets: Mapping[str, Tuple[str, str]], pck_key: str) -> Dict[str, Any]:
-    """NME and PCK of ``run_dir/model_best.pth`` on each real hand set and on all of them pooled.
+    """NME and PCK of the run's final model on each real hand set and on all of them pooled.
 
     The model runs at the run's own ``config.yaml`` (input size, decoding) on the CPU or the
-    device ``DEVICE`` selects. Cached in ``run_dir/real_hands.json``, keyed by the model file's size
-    and modification time and by the sets, so a report regenerated later does not evaluate again.
-    Returns ``{set name or "all": {"NME", pck_key, "num_images"}}``, or ``{"error": text}``.
+    device ``DEVICE`` selects. Cached in ``run_dir/real_hands.json`` under :func:`cache_key`; when
+    the checkpoint is gone (a folder of committed records), a cached result with the same settings
+    and sets is used as it is. Returns ``{set name or "all": {"NME", pck_key, "num_images"},
+    "evaluated": {"checkpoint", "weights", "epoch"}}``, or ``{"error": text}``.
     """
-    best = os.path.join(run_dir, BEST)
-    if not os.path.isfile(best):
-        return {"error": f"no {BEST}"}
-    st = os.stat(best)
-    key = {"model_size": st.st_size, "model_mtime_ns": st.st_mtime_ns,
-           "sets": {k: list(v) for k, v in sorted(sets.items())}}
-    cache = os.path.join(run_dir, REAL_HANDS_CACHE)
+    model_file = os.path.join(run_dir, EVALUATED_CHECKPOINT)
+    cache_file = os.path.join(run_dir, REAL_HANDS_CACHE)
     try:
-        with open(cache, encoding="utf-8") as f:
-            cached = json.load(f)
+        cfg = load_config(os.path.join(run_dir, CONFIG))
+        cached = _read_cache(cache_file)
+        if not os.path.isfile(model_file):
+            key = cache_key(cfg, sets, cached.get("key", {}).get("model_sha256"))
+            if cached and cached["key"] == key:
+                return cached["results"]
+            return {"error": f"no {EVALUATED_CHECKPOINT} and no cached result for these settings"}
+        key = cache_key(cfg, sets, file_sha256(model_file))
         if cached.get("key") == key:
             return cached["results"]
-    except (OSError, ValueError, AttributeError):
-        pass
-    try:
-        results = _evaluate_real_hands(run_dir, best, sets, pck_key)
+        results = _evaluate_real_hands(os.path.join(run_dir, CONFIG), model_file, sets, pck_key)
     except Exception as exc:  # one unreadable model must not stop the report
         return {"error": " ".join(f"{type(exc).__name__}: {exc}".split())[:300]}
-    write_json({"key": key, "results": results}, cache)
+    write_json({"key": key, "results": results}, cache_file)
     return results
 
 
-def _evaluate_real_hands(run_dir: str, best: str, sets: Mapping[str, Tuple[str, str]], pck_key: str
+def _evaluate_real_hands(run_config: str, model_file: str, sets: Mapping[str, Tuple[str, str]], pck_key: str
                          ) -> Dict[str, Any]:
     import torch
     from torch.utils.data import DataLoader
 
     from data import build_dataset
 
-    from hrnet.runtime.device import select_device
     from hrnet.evaluation.evaluate import run_inference
     from hrnet.evaluation.metrics import compute_metrics
     from hrnet.evaluation.model_file import load_model_file
+    from hrnet.runtime.device import select_device
 
     results: Dict[str, Any] = {}
     pooled: Dict[str, List[np.ndarray]] = {"preds": [], "joints": [], "bbox": []}
-    model, device, cfg = None, None, None
+    model, device, info, cfg = None, None, None, None
     for name, (root, ann) in sets.items():
-        cfg = load_config(os.path.join(run_dir, CONFIG),
-                          ["DATASET.FORMAT", "coco", "DATASET.ROOT", root, "DATASET.TESTSET", ann,
-                           "DATASET.MAX_TEST_SAMPLES", "0", "WORKERS", "0", "TEST.BATCH_SIZE_PER_GPU", "16"])
+        cfg = load_config(run_config, ["DATASET.FORMAT", "coco", "DATASET.ROOT", root, "DATASET.TESTSET", ann,
+                                       "DATASET.MAX_TEST_SAMPLES", "0", "WORKERS", "0",
+                                       "TEST.BATCH_SIZE_PER_GPU", "16"])
         if model is None:
             device = select_device(cfg.DEVICE)
-            model, _ = load_model_file(cfg, best, device)
+            model, info = load_model_file(cfg, model_file, device)
         loader = DataLoader(build_dataset(cfg, is_train=False), batch_size=16, shuffle=False, num_workers=0)
         with torch.inference_mode():
             out = run_inference(model, loader, cfg, device, progress=False)
@@ -91,4 +123,7 @@ def _evaluate_real_hands(run_dir: str, best: str, sets: Mapping[str, Tuple[str, 
     if cfg is not None:
         m = compute_metrics(*(np.concatenate(pooled[k]) for k in ("preds", "joints", "bbox")), cfg)
         results["all"] = {"NME": m["NME"], pck_key: m[pck_key], "num_images": m["num_images"]}
+    if info is not None:
+        results["evaluated"] = {"checkpoint": EVALUATED_CHECKPOINT, "weights": info.weights, "epoch": info.epoch,
+                                "notes": list(info.notes)}
     return results

@@ -10,7 +10,8 @@ A study file (yaml, ``experiments/studies/*.yaml``)::
     overrides:                           # shared KEY: VALUE config overrides (the scale)
       MODEL.NAME: hrnet_w18_small
     nme_levels: [0.3, 0.2]               # "epochs to reach valid NME <= level" columns
-    real_hands: ../../../shared/data/real-hands   # folder of COCO test sets, or false; default: that folder
+    real_hands: ../../../shared/data/real-hands   # folder of COCO test sets (relative to this file);
+                                                  # absent or false: none (tools/study.py --real-hands DIR)
     arms:
       - name: adam                       # run folders <name>_seed<s>
         config: ../hand_adam.yaml        # experiment yaml, relative to the study file
@@ -27,15 +28,12 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from configs import ConfigError, load_config
 
-__all__ = ["StudyError", "Arm", "Study", "PlannedRun", "load_study", "plan_runs", "SCALE_KEYS", "DEFAULT_REAL_HANDS"]
+__all__ = ["StudyError", "Arm", "Study", "PlannedRun", "load_study", "plan_runs", "SCALE_KEYS"]
 
-#: ``../shared/data/real-hands`` beside the checkout (the project's real hand samples).
-DEFAULT_REAL_HANDS = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..",
-                                                   "shared", "data", "real-hands"))
 #: The keys a study scales; the report compares them with the user's setting (configs/defaults.py).
 SCALE_KEYS = ("MODEL.NAME", "MODEL.IMAGE_SIZE", "MODEL.HEATMAP_SIZE", "MODEL.PRETRAINED", "DATASET.FORMAT",
               "DATASET.SYNTHETIC.NUM_TRAIN", "DATASET.SYNTHETIC.NUM_TEST", "DATASET.MAX_TRAIN_SAMPLES",
@@ -108,12 +106,8 @@ def _seeds(value: Any, where: str) -> Tuple[int, ...]:
     return tuple(value)
 
 
-def load_study(path: str, cli_overrides: Sequence[str] = ()) -> Study:
-    """Read and validate a study file; every arm's config is loaded once with seed 0 to catch bad keys.
-
-    ``cli_overrides`` (``KEY VALUE ...``) apply to every arm, after the file's overrides.
-    Raises :class:`StudyError` naming the file and the key or arm.
-    """
+def _read_doc(path: str) -> Dict[str, Any]:
+    """The study file as a mapping with known keys only."""
     import yaml
 
     if not os.path.isfile(path):
@@ -125,9 +119,76 @@ def load_study(path: str, cli_overrides: Sequence[str] = ()) -> Study:
         raise StudyError(f"{path}: not valid yaml ({' '.join(str(exc).split())})") from exc
     if not isinstance(doc, dict):
         raise StudyError(f"{path}: a study file is a mapping with the keys {', '.join(_STUDY_KEYS)}")
-    unknown = sorted(set(doc) - set(_STUDY_KEYS))
+    _known_keys(doc, _STUDY_KEYS, path)
+    return doc
+
+
+def _known_keys(doc: Mapping[str, Any], known: Sequence[str], where: str) -> None:
+    unknown = sorted(set(doc) - set(known))
     if unknown:
-        raise StudyError(f"{path}: unknown key(s) {', '.join(map(str, unknown))} (known: {', '.join(_STUDY_KEYS)})")
+        raise StudyError(f"{where}: unknown key(s) {', '.join(map(str, unknown))} (known: {', '.join(known)})")
+
+
+def _load_arm(a: Any, where: str, here: str, default_seeds: Tuple[int, ...], taken: Sequence[str],
+              before: Tuple[str, ...], after: Tuple[str, ...]) -> Arm:
+    """One ``arms`` entry, checked; its config is loaded once (``before`` + its overrides + ``after``)."""
+    if not isinstance(a, dict):
+        raise StudyError(f"{where} must be a mapping with the keys {', '.join(_ARM_KEYS)}")
+    _known_keys(a, _ARM_KEYS, where)
+    name = a.get("name")
+    if not isinstance(name, str) or not _ARM_NAME.match(name) or _SEED_SUFFIX.search(name):
+        raise StudyError(f"{where}: name must be letters, digits, _ . + - (not ending in _seed<N>), got {name!r}")
+    where = f"{where.rsplit(': ', 1)[0]}: arm {name}"
+    if name in taken:
+        raise StudyError(f"{where}: the name is used twice")
+    if not isinstance(a.get("config"), str):
+        raise StudyError(f"{where}: config (an experiment yaml) is required")
+    config = os.path.normpath(os.path.join(here, a["config"]))
+    if not os.path.isfile(config):
+        raise StudyError(f"{where}: config file not found: {config}")
+    arm = Arm(name, config, _override_list(a.get("overrides"), where),
+              _seeds(a["seeds"], f"{where}: seeds") if "seeds" in a else default_seeds)
+    try:
+        load_config(arm.config, list(before + arm.overrides + after))
+    except (ConfigError, FileNotFoundError) as exc:
+        raise StudyError(f"{where}: {exc}") from exc
+    return arm
+
+
+def _real_hands(doc: Mapping[str, Any], path: str, here: str, option: Optional[str]) -> Optional[str]:
+    """The real-photo folder (absolute): ``option`` (``--real-hands``, against the working directory)
+    if given, else the file's ``real_hands`` (against the study file's folder); None: no real photos."""
+    if option is not None:
+        return os.path.abspath(option) if option else None
+    real = doc.get("real_hands")
+    if real is not False and real is not None and not isinstance(real, str):
+        raise StudyError(f"{path}: real_hands must be a folder or false, got {real!r}")
+    return os.path.normpath(os.path.join(here, real)) if isinstance(real, str) else None
+
+
+def _scalar_keys(doc: Mapping[str, Any], path: str) -> Tuple[str, str, Tuple[float, ...]]:
+    """(name, description, nme_levels) of the study file, checked."""
+    levels = doc.get("nme_levels", [])
+    if not isinstance(levels, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+                                               for v in levels):
+        raise StudyError(f"{path}: nme_levels must be a list of positive numbers, got {levels!r}")
+    name = doc.get("name", os.path.splitext(os.path.basename(path))[0])
+    if not isinstance(name, str) or not _ARM_NAME.match(name):
+        raise StudyError(f"{path}: name must be letters, digits, _ . + -, got {name!r}")
+    description = doc.get("description", "")
+    if not isinstance(description, str):
+        raise StudyError(f"{path}: description must be text")
+    return name, description.strip(), tuple(float(v) for v in levels)
+
+
+def load_study(path: str, cli_overrides: Sequence[str] = (), real_hands: Optional[str] = None) -> Study:
+    """Read and validate a study file; every arm's config is loaded once with seed 0 to catch bad keys.
+
+    ``cli_overrides`` (``KEY VALUE ...``) apply to every arm, after the file's overrides.
+    ``real_hands``: a folder of real-photo sets that replaces the file's ``real_hands`` (relative
+    to the working directory; ``""``: none). Raises :class:`StudyError` naming the file and the key or arm.
+    """
+    doc = _read_doc(path)
     here = os.path.dirname(os.path.abspath(path))
     cli = tuple(str(v) for v in cli_overrides)
     if len(cli) % 2:
@@ -139,49 +200,13 @@ def load_study(path: str, cli_overrides: Sequence[str] = ()) -> Study:
         raise StudyError(f"{path}: arms must be a non-empty list")
     arms: List[Arm] = []
     for i, a in enumerate(arms_doc):
-        where = f"{path}: arms[{i}]"
-        if not isinstance(a, dict):
-            raise StudyError(f"{where} must be a mapping with the keys {', '.join(_ARM_KEYS)}")
-        bad = sorted(set(a) - set(_ARM_KEYS))
-        if bad:
-            raise StudyError(f"{where}: unknown key(s) {', '.join(map(str, bad))} (known: {', '.join(_ARM_KEYS)})")
-        name = a.get("name")
-        if not isinstance(name, str) or not _ARM_NAME.match(name) or _SEED_SUFFIX.search(name):
-            raise StudyError(f"{where}: name must be letters, digits, _ . + - (not ending in _seed<N>), got {name!r}")
-        where = f"{path}: arm {name}"
-        if any(x.name == name for x in arms):
-            raise StudyError(f"{where}: the name is used twice")
-        if not isinstance(a.get("config"), str):
-            raise StudyError(f"{where}: config (an experiment yaml) is required")
-        config = os.path.normpath(os.path.join(here, a["config"]))
-        if not os.path.isfile(config):
-            raise StudyError(f"{where}: config file not found: {config}")
-        arm = Arm(name, config, _override_list(a.get("overrides"), where),
-                  _seeds(a["seeds"], f"{where}: seeds") if "seeds" in a else default_seeds)
-        try:
-            load_config(arm.config, list(shared + arm.overrides + cli))
-        except (ConfigError, FileNotFoundError) as exc:
-            raise StudyError(f"{where}: {exc}") from exc
-        arms.append(arm)
+        arms.append(_load_arm(a, f"{path}: arms[{i}]", here, default_seeds, [x.name for x in arms], shared, cli))
     reference = doc.get("reference", arms[0].name)
     if reference not in [a.name for a in arms]:
         raise StudyError(f"{path}: reference {reference!r} is not an arm ({', '.join(a.name for a in arms)})")
-    levels = doc.get("nme_levels", [])
-    if not isinstance(levels, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
-                                               for v in levels):
-        raise StudyError(f"{path}: nme_levels must be a list of positive numbers, got {levels!r}")
-    real = doc.get("real_hands", DEFAULT_REAL_HANDS)
-    if real is not False and real is not None and not isinstance(real, str):
-        raise StudyError(f"{path}: real_hands must be a folder or false, got {real!r}")
-    real = os.path.normpath(os.path.join(here, real)) if isinstance(real, str) else None
-    name = doc.get("name", os.path.splitext(os.path.basename(path))[0])
-    if not isinstance(name, str) or not _ARM_NAME.match(name):
-        raise StudyError(f"{path}: name must be letters, digits, _ . + -, got {name!r}")
-    description = doc.get("description", "")
-    if not isinstance(description, str):
-        raise StudyError(f"{path}: description must be text")
-    return Study(os.path.abspath(path), name, description.strip(), reference, tuple(arms), shared, cli,
-                 tuple(float(v) for v in levels), real)
+    name, description, levels = _scalar_keys(doc, path)
+    return Study(os.path.abspath(path), name, description, reference, tuple(arms), shared, cli, levels,
+                 _real_hands(doc, path, here, real_hands))
 
 
 @dataclass(frozen=True)

@@ -6,23 +6,32 @@ removes the seed-to-seed spread the two runs have in common. Every metric here i
 better" unless ``lower_is_better=False`` is passed (NME, losses, EPE: lower; PCK, AUC: higher).
 
 Confidence intervals are two-sided Student t intervals, ``mean +- t(1 - (1 - level) / 2, n - 1)
-* sd / sqrt(n)``, with the sample standard deviation (``ddof=1``). With fewer than two values an
-interval is undefined (NaN bounds) and a comparison's verdict is "no detectable difference at this n".
+* sd / sqrt(n)``, with the sample standard deviation (``ddof=1``); the p-value is the two-sided
+paired t-test's. A report draws many comparisons, so each **family** of comparisons (e.g. every
+arm's final NME against the reference) gets Holm-adjusted p-values (:func:`holm`) and the verdict
+uses them (:func:`adjust_family`); the unadjusted interval stays beside it. No verdict comes from
+fewer than :data:`MIN_PAIRS` pairs (:data:`TOO_FEW`), and a comparison whose two sides have not
+learned (both above the no-learning floor's threshold) gets :data:`NOT_LEARNED`, never better/worse.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from typing import Dict, Mapping, Optional, Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["Summary", "PairedComparison", "summarize", "t_quantile", "paired_comparison", "epochs_to_reach",
-           "BETTER", "WORSE", "NO_DIFFERENCE"]
+__all__ = ["Summary", "PairedComparison", "summarize", "t_quantile", "paired_comparison", "holm", "adjust_family",
+           "decide", "epochs_to_reach", "censored_reach", "common_seeds", "mean_on_seeds", "rank_on_common_seeds",
+           "BETTER", "WORSE", "NO_DIFFERENCE", "TOO_FEW", "NOT_LEARNED", "MIN_PAIRS"]
 
 BETTER = "better"
 WORSE = "worse"
 NO_DIFFERENCE = "no detectable difference at this n"
+TOO_FEW = "too few seeds"
+NOT_LEARNED = "has not learned"
+#: The fewest seed pairs a verdict is drawn from (a t interval with 1 degree of freedom says little).
+MIN_PAIRS = 3
 
 
 def t_quantile(level: float, dof: int) -> float:
@@ -34,9 +43,13 @@ def t_quantile(level: float, dof: int) -> float:
     return float(t.ppf(1.0 - (1.0 - level) / 2.0, dof))
 
 
-def _finite(values: Sequence[float]) -> np.ndarray:
+def _finite(values: Iterable[Optional[float]]) -> np.ndarray:
     v = np.asarray([x for x in values if x is not None], dtype=np.float64)
     return v[np.isfinite(v)]
+
+
+def _ok(v: Optional[float]) -> bool:
+    return v is not None and math.isfinite(v)
 
 
 @dataclass(frozen=True)
@@ -53,7 +66,7 @@ class Summary:
         return asdict(self)
 
 
-def summarize(values: Sequence[Optional[float]], level: float = 0.95) -> Summary:
+def summarize(values: Iterable[Optional[float]], level: float = 0.95) -> Summary:
     """:class:`Summary` of ``values`` (None / NaN / inf dropped). n 0: all NaN; n 1: std and CI NaN."""
     v = _finite(values)
     n = len(v)
@@ -67,14 +80,27 @@ def summarize(values: Sequence[Optional[float]], level: float = 0.95) -> Summary
     return Summary(n, mean, std, mean - half, mean + half, level)
 
 
+def _t_test_p(mean: float, std: float, n: int) -> float:
+    """Two-sided one-sample t-test p-value of ``mean == 0`` (NaN below 2 values; 0 or 1 when std is 0)."""
+    if n < 2 or not math.isfinite(mean):
+        return math.nan
+    if std == 0:
+        return 1.0 if mean == 0 else 0.0
+    from scipy.stats import t
+
+    return float(2.0 * t.sf(abs(mean) / (std / math.sqrt(n)), n - 1))
+
+
 @dataclass(frozen=True)
 class PairedComparison:
-    """An arm against the reference over the seeds both finished.
+    """An arm against a reference over the seeds both finished.
 
     ``diffs`` are per seed ``arm - reference`` (so negative favours the arm when lower is better);
-    ``mean_diff`` and ``ci_low`` / ``ci_high`` summarise them (Student t, ``level``);
-    ``n_arm_better`` / ``n_ref_better`` / ``n_ties`` count the seeds; ``verdict`` is
-    :data:`BETTER` / :data:`WORSE` (the arm, when the interval excludes 0) or :data:`NO_DIFFERENCE`.
+    ``mean_diff`` and ``ci_low`` / ``ci_high`` summarise them (Student t, ``level``, unadjusted);
+    ``p_value`` is the paired t-test's, ``p_adjusted`` the Holm-adjusted one of its family (the
+    same as ``p_value`` for a family of one); ``n_arm_better`` / ``n_ref_better`` / ``n_ties``
+    count the seeds; ``verdict`` (from ``p_adjusted``) is :data:`BETTER` / :data:`WORSE` (the arm),
+    :data:`NO_DIFFERENCE`, :data:`TOO_FEW` or :data:`NOT_LEARNED`.
     """
     seeds: tuple
     diffs: tuple
@@ -82,12 +108,15 @@ class PairedComparison:
     std_diff: float
     ci_low: float
     ci_high: float
+    p_value: float
+    p_adjusted: float
     n_arm_better: int
     n_ref_better: int
     n_ties: int
     verdict: str
     lower_is_better: bool = True
     level: float = 0.95
+    family_size: int = 1
 
     @property
     def n(self) -> int:
@@ -99,35 +128,128 @@ class PairedComparison:
         return d
 
 
+def decide(n: int, mean_diff: float, p: float, lower_is_better: bool = True, level: float = 0.95,
+           not_learned: bool = False) -> str:
+    """The verdict of one comparison from its (adjusted) p-value: :data:`NOT_LEARNED` when both
+    sides have not learned, :data:`TOO_FEW` below :data:`MIN_PAIRS` pairs, better / worse when
+    ``p < 1 - level`` (the side given by the sign of ``mean_diff``), else :data:`NO_DIFFERENCE`."""
+    if not_learned:
+        return NOT_LEARNED
+    if n < MIN_PAIRS:
+        return TOO_FEW
+    if not (math.isfinite(p) and p < 1.0 - level and mean_diff != 0):
+        return NO_DIFFERENCE
+    arm_lower = mean_diff < 0
+    return BETTER if arm_lower == lower_is_better else WORSE
+
+
 def paired_comparison(arm: Mapping[int, Optional[float]], reference: Mapping[int, Optional[float]],
-                      lower_is_better: bool = True, level: float = 0.95) -> PairedComparison:
+                      lower_is_better: bool = True, level: float = 0.95, not_learned: bool = False
+                      ) -> PairedComparison:
     """Compare ``arm`` with ``reference``, both ``seed -> value``, over the seeds where both are finite.
 
-    The verdict is "better" when the whole ``level`` interval of the mean paired difference lies on
-    the arm's good side of 0, "worse" when it lies on the other side, else "no detectable
-    difference at this n" (always so with fewer than two pairs).
+    Pairs are matched by seed (never by position), so the result does not depend on the order of
+    either mapping. The verdict is that of a family of one (:func:`decide`); a report adjusts it
+    with the rest of its family through :func:`adjust_family`.
     """
-    seeds = sorted(s for s in arm if s in reference and arm[s] is not None and reference[s] is not None
-                   and math.isfinite(arm[s]) and math.isfinite(reference[s]))
+    seeds = sorted(s for s in arm if s in reference and _ok(arm[s]) and _ok(reference[s]))
     diffs = np.array([float(arm[s]) - float(reference[s]) for s in seeds], dtype=np.float64)
     s = summarize(diffs, level)
     sign = 1.0 if lower_is_better else -1.0  # sign * diff < 0: the arm is better on that seed
     n_arm = int(np.sum(sign * diffs < 0))
     n_ref = int(np.sum(sign * diffs > 0))
-    verdict = NO_DIFFERENCE
-    if s.n >= 2 and math.isfinite(s.ci_low):
-        lo, hi = sorted((sign * s.ci_low, sign * s.ci_high))
-        if hi < 0:
-            verdict = BETTER
-        elif lo > 0:
-            verdict = WORSE
+    p = _t_test_p(s.mean, s.std, s.n)
     return PairedComparison(tuple(seeds), tuple(float(d) for d in diffs), s.mean, s.std, s.ci_low, s.ci_high,
-                            n_arm, n_ref, len(seeds) - n_arm - n_ref, verdict, lower_is_better, level)
+                            p, p, n_arm, n_ref, len(seeds) - n_arm - n_ref,
+                            decide(s.n, s.mean, p, lower_is_better, level, not_learned), lower_is_better, level)
 
 
-def epochs_to_reach(epochs: Sequence[int], values: Sequence[float], level: float) -> Optional[int]:
+def holm(p_values: Sequence[float]) -> List[float]:
+    """Holm's step-down adjusted p-values, in the input order; NaN entries stay NaN and do not count.
+
+    With the m finite p-values sorted ascending, ``p_adj(i) = max_{j <= i} min(1, (m - j + 1) p(j))``
+    (1-based ``j``): rejecting where ``p_adj < alpha`` keeps the family-wise error rate <= alpha.
+    """
+    idx = [i for i, p in enumerate(p_values) if p is not None and math.isfinite(p)]
+    order = sorted(idx, key=lambda i: p_values[i])
+    out = [math.nan] * len(p_values)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(order) - rank) * float(p_values[i])))
+        out[i] = running
+    return out
+
+
+def adjust_family(family: Mapping[str, PairedComparison], not_learned: Iterable[str] = ()
+                  ) -> Dict[str, PairedComparison]:
+    """The comparisons of one family with Holm-adjusted p-values and the verdicts they give.
+
+    Every comparison with a p-value (two pairs or more) counts in the family, including those
+    too small for a verdict, so the correction is never smaller than the tests drawn.
+    ``not_learned``: the keys whose two sides both have not learned (verdict :data:`NOT_LEARNED`).
+    """
+    keys = list(family)
+    adjusted = holm([family[k].p_value for k in keys])
+    m = sum(math.isfinite(p) for p in adjusted)
+    skip = set(not_learned)
+    out = {}
+    for k, p in zip(keys, adjusted):
+        c = family[k]
+        out[k] = replace(c, p_adjusted=p, family_size=m,
+                         verdict=decide(c.n, c.mean_diff, p, c.lower_is_better, c.level, k in skip))
+    return out
+
+
+def epochs_to_reach(epochs: Sequence[int], values: Sequence[Optional[float]], level: float) -> Optional[int]:
     """The first epoch whose value is at or below ``level`` (e.g. valid NME); None if never reached."""
     for e, v in zip(epochs, values):
-        if v is not None and math.isfinite(v) and v <= level:
+        if _ok(v) and v <= level:
             return int(e)
     return None
+
+
+def censored_reach(per_seed: Mapping[object, Optional[int]]) -> Dict[str, object]:
+    """Epochs to reach a level over seeds, a seed that never reached it counted as infinitely slow.
+
+    Returns ``n`` (seeds), ``n_reached``, ``median`` (None when the median seed did not reach it:
+    the median is then "not reached", never a mean of the seeds that did) and ``per_seed``.
+    """
+    vals = sorted(math.inf if v is None else float(v) for v in per_seed.values())
+    median: Optional[float] = None
+    if vals:
+        m = _median(vals)
+        median = m if math.isfinite(m) else None
+    return {"n": len(vals), "n_reached": sum(map(math.isfinite, vals)), "median": median,
+            "per_seed": {str(k): v for k, v in per_seed.items()}}
+
+
+def _median(sorted_vals: Sequence[float]) -> float:
+    """The median of sorted values that may hold inf (the mean of the middle two when n is even)."""
+    n = len(sorted_vals)
+    mid = sorted_vals[n // 2] if n % 2 else (sorted_vals[n // 2 - 1] + sorted_vals[n // 2]) / 2.0
+    return float(mid)
+
+
+def common_seeds(per_arm: Mapping[str, Mapping[int, Optional[float]]]) -> List[int]:
+    """The seeds at which every arm of ``per_arm`` (``arm -> seed -> value``) has a finite value."""
+    sets = [{s for s, v in vals.items() if _ok(v)} for vals in per_arm.values()]
+    return sorted(set.intersection(*sets)) if sets else []
+
+
+def mean_on_seeds(values: Mapping[int, Optional[float]], seeds: Sequence[int]) -> float:
+    """The mean of ``values`` over ``seeds`` (NaN when ``seeds`` is empty)."""
+    return float(np.mean([float(values[s]) for s in seeds])) if seeds else math.nan
+
+
+def rank_on_common_seeds(per_arm: Mapping[str, Mapping[int, Optional[float]]], lower_is_better: bool = True
+                         ) -> Tuple[List[int], List[Tuple[str, float]]]:
+    """Arms ordered best first by their mean over the seeds they all share: ``(seeds, [(arm, mean)])``.
+
+    Means over different seed sets are not comparable (a hard seed in one arm only moves its
+    mean), hence the common seeds; empty when the arms share no seed.
+    """
+    seeds = common_seeds(per_arm)
+    if not seeds:
+        return [], []
+    means = [(a, mean_on_seeds(v, seeds)) for a, v in per_arm.items()]
+    return seeds, sorted(means, key=lambda am: am[1] if lower_is_better else -am[1])

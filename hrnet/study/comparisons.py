@@ -1,0 +1,151 @@
+"""The study's families of paired comparisons, each with Holm-adjusted verdicts (``stats.adjust_family``).
+
+* **vs the reference**: every arm against the reference arm, one family per metric (final NME,
+  final valid loss, final PCK and AUC; the last two higher-is-better);
+* **same-LR pairs**: Lookahead(X) - X for every LR at which both ran (the user's question: does
+  wrapping X in Lookahead help at a given LR?), one family;
+* **Lookahead slow vs fast weights**: per Lookahead arm, at the end and averaged over epochs (one
+  family each); the best-epoch difference is shown without a verdict (selected on the validation set).
+
+Only finished runs enter, paired by seed. A comparison whose two sides both "have not learned"
+(``floors.LEARNED_FRACTION``) reads so instead of better / worse.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from hrnet.study import stats
+
+__all__ = ["COMPARED_METRICS", "per_seed", "vs_reference", "same_lr_pairs", "lookahead_slow_fast", "family_dicts"]
+
+#: The metrics compared with the reference arm: (record key, title, lower is better).
+COMPARED_METRICS = (("final_NME", "final NME", True), ("final_valid_loss", "final valid loss", True),
+                    ("PCK", "final PCK", False), ("AUC", "final AUC", False))
+#: Hyperparameters that may differ between the two sides of a same-LR pair (the rest must agree).
+_OPTIMIZER_KEYS = {"optimizer", "inner", "k", "alpha", "seed"}
+
+
+def per_seed(records: Sequence[Mapping[str, Any]], key: str) -> Dict[int, Optional[float]]:
+    """``seed -> record[key]`` of the finished runs (the only ones that enter a statistic)."""
+    return {r["seed"]: r.get(key) for r in records if r["status"] == "finished"}
+
+
+def _not_learned(arms: Mapping[str, Mapping[str, Any]], a: str, b: str) -> bool:
+    return arms[a].get("learned") is False and arms[b].get("learned") is False
+
+
+def family_dicts(family: Mapping[str, stats.PairedComparison], not_learned: Sequence[str] = ()
+                 ) -> Dict[str, Dict[str, Any]]:
+    """Holm-adjust a family and return its comparisons as dicts."""
+    return {k: c.to_dict() for k, c in stats.adjust_family(family, not_learned).items()}
+
+
+def vs_reference(reference: str, by_arm: Mapping[str, Sequence[Mapping[str, Any]]],
+                 arms: Mapping[str, Mapping[str, Any]]) -> Dict[str, Dict[str, Any]]:
+    """``arm -> metric -> comparison`` of every other arm with ``reference``; one Holm family per metric."""
+    others = [a for a in by_arm if a != reference]
+    out: Dict[str, Dict[str, Any]] = {a: {} for a in others}
+    stuck = [a for a in others if _not_learned(arms, a, reference)]
+    for key, _, lower in COMPARED_METRICS:
+        ref = per_seed(by_arm[reference], key)
+        family = {a: stats.paired_comparison(per_seed(by_arm[a], key), ref, lower_is_better=lower) for a in others}
+        for a, c in family_dicts(family, stuck).items():
+            out[a][key] = c
+    return out
+
+
+def _main_k_alpha(arms: Mapping[str, Mapping[str, Any]]) -> Optional[Tuple[Any, Any]]:
+    """The (k, alpha) most Lookahead arms use (ties: the first in the study file), or None."""
+    kas = [(a["k"], a["alpha"]) for a in arms.values() if a["family"].startswith("lookahead(")]
+    if not kas:
+        return None
+    counts = Counter(kas)
+    return max(kas, key=lambda ka: (counts[ka], -kas.index(ka)))
+
+
+def _same_setting(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Same hyperparameters (LR, batch, wd, epochs, model) but the optimizer's own."""
+    ha = {k: v for k, v in a["hparams"].items() if k not in _OPTIMIZER_KEYS}
+    hb = {k: v for k, v in b["hparams"].items() if k not in _OPTIMIZER_KEYS}
+    return a["lr"] is not None and ha == hb
+
+
+def same_lr_pairs(by_arm: Mapping[str, Sequence[Mapping[str, Any]]], arms: Mapping[str, Mapping[str, Any]]
+                  ) -> Dict[str, Any]:
+    """Final NME of Lookahead(X) - X for every LR at which both ran, at the study's main (k, alpha)
+    (the other (k, alpha) are the k x alpha grid's); one Holm family. ``pairs`` sorted by optimizer and LR."""
+    ka = _main_k_alpha(arms)
+    pairs: List[Dict[str, Any]] = []
+    family: Dict[str, stats.PairedComparison] = {}
+    stuck: List[str] = []
+    for la, e in arms.items():
+        if not e["family"].startswith("lookahead(") or (e["k"], e["alpha"]) != ka:
+            continue
+        inner = e["family"][len("lookahead("):-1]
+        for base, b in arms.items():
+            if b["family"] != inner or not _same_setting(e, b):
+                continue
+            key = f"{la} - {base}"
+            family[key] = stats.paired_comparison(per_seed(by_arm[la], "final_NME"),
+                                                  per_seed(by_arm[base], "final_NME"))
+            if _not_learned(arms, la, base):
+                stuck.append(key)
+            pairs.append({"key": key, "lr": e["lr"], "optimizer": inner, "lookahead_arm": la, "base_arm": base})
+    adjusted = family_dicts(family, stuck)
+    for p in pairs:
+        p["comparison"] = adjusted[p["key"]]
+    pairs.sort(key=lambda p: (p["optimizer"], p["lr"]))
+    return {"k": ka[0] if ka else None, "alpha": ka[1] if ka else None, "pairs": pairs}
+
+
+def _slow_fast_values(done: Sequence[Mapping[str, Any]]) -> Dict[str, Dict[int, float]]:
+    """Per seed: the final, best and epoch-mean valid NME of the slow and of the fast weights (epochs >= 1)."""
+    out: Dict[str, Dict[int, float]] = {k: {} for k in ("final_slow", "final_fast", "best_slow", "best_fast",
+                                                         "mean_slow", "mean_fast", "n_differ")}
+    for r in done:
+        c = r["curves"]
+        pairs = [(a, b) for e, a, b in zip(c["epoch"], c["NME_slow"], c["NME_fast"])
+                 if e >= 1 and a is not None and b is not None]
+        if not pairs:
+            continue
+        s = r["seed"]
+        out["final_slow"][s], out["final_fast"][s] = pairs[-1]
+        out["best_slow"][s], out["best_fast"][s] = min(a for a, _ in pairs), min(b for _, b in pairs)
+        out["mean_slow"][s] = float(np.mean([a for a, _ in pairs]))
+        out["mean_fast"][s] = float(np.mean([b for _, b in pairs]))
+        out["n_differ"][s] = sum(a != b for a, b in pairs)
+    return out
+
+
+def lookahead_slow_fast(by_arm: Mapping[str, Sequence[Mapping[str, Any]]], arms: Mapping[str, Mapping[str, Any]]
+                        ) -> Dict[str, Any]:
+    """Per Lookahead arm: slow - fast weights' valid NME, paired by seed.
+
+    At a validation after a multiple of k iterations the fast weights were just reset to the slow
+    ones and both coincide (the final one, often), so the mean over epochs is compared too
+    (each its own family over the arms); the best values are shown without a verdict.
+    """
+    values = {a: _slow_fast_values([r for r in rs if r["status"] == "finished"
+                                    and r["hparams"].get("optimizer") == "lookahead"]) for a, rs in by_arm.items()}
+    values = {a: v for a, v in values.items() if any(r["status"] == "finished" and r["hparams"].get("optimizer")
+                                                     == "lookahead" for r in by_arm[a])}
+    stuck = [a for a in values if arms[a].get("learned") is False]
+    final = family_dicts({a: stats.paired_comparison(v["final_slow"], v["final_fast"]) for a, v in values.items()},
+                         stuck)
+    mean = family_dicts({a: stats.paired_comparison(v["mean_slow"], v["mean_fast"]) for a, v in values.items()}, stuck)
+    out = {}
+    for a, v in values.items():
+        best = stats.paired_comparison(v["best_slow"], v["best_fast"]).to_dict()
+        best.update(verdict=None, p_adjusted=None)  # selected on the validation set: no verdict
+        done = [r for r in by_arm[a] if r["status"] == "finished"]
+        out[a] = {"logged": bool(v["final_slow"]), "final_NME_slow": {str(k): x for k, x in v["final_slow"].items()},
+                  "final_NME_fast": {str(k): x for k, x in v["final_fast"].items()},
+                  "slow": stats.summarize(v["final_slow"].values()).to_dict(),
+                  "fast": stats.summarize(v["final_fast"].values()).to_dict(),
+                  "slow_vs_fast": final[a], "best_slow_vs_fast": best, "epoch_mean_slow_vs_fast": mean[a],
+                  "epochs_where_they_differ": {str(k): x for k, x in v["n_differ"].items()},
+                  "eval_weights": next((r["eval_weights"] for r in done if r["eval_weights"]), None)}
+    return out

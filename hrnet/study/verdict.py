@@ -1,0 +1,166 @@
+"""The verdict of a study report: plain sentences, each computed from the numbers of the report dict.
+
+A sentence never says more than its numbers carry: verdicts come from Holm-adjusted p-values with
+at least ``stats.MIN_PAIRS`` pairs, models that have not learned are named as such, rankings and
+ranges are on common seeds (stated), and the best NME (selected on the validation set) is not judged.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, List, Mapping, Optional
+
+from hrnet.study import stats
+
+__all__ = ["verdict", "fmt", "fmt_p"]
+
+_ORDER = (stats.BETTER, stats.WORSE, stats.NO_DIFFERENCE, stats.TOO_FEW, stats.NOT_LEARNED)
+
+
+def fmt(v: Optional[float], spec: str = ".4f") -> str:
+    """A number, or ``-`` when it is missing or not finite."""
+    return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
+
+
+def fmt_p(p: Optional[float]) -> str:
+    """A p-value with 3 decimals, ``<0.001`` below that."""
+    return "<0.001" if p is not None and math.isfinite(p) and p < 0.001 else fmt(p, ".3f")
+
+
+def _comp_text(name: str, c: Mapping[str, Any]) -> str:
+    return (f"{name} ({c['mean_diff']:+.4f}, 95% CI [{fmt(c['ci_low'], '+.4f')}, {fmt(c['ci_high'], '+.4f')}], "
+            f"Holm p {fmt_p(c['p_adjusted'])}, n={c['n']})")
+
+
+def _grouped(comps: Mapping[str, Mapping[str, Any]], other: str) -> str:
+    """Comparisons grouped by verdict: ``better than X: ...; worse than X: ...``."""
+    groups: Dict[str, List[str]] = {v: [] for v in _ORDER}
+    for name, c in comps.items():
+        if c["n"]:
+            groups[c["verdict"]].append(_comp_text(name, c))
+    words = {stats.BETTER: f"better than {other}", stats.WORSE: f"worse than {other}",
+             stats.NO_DIFFERENCE: f"no detectable difference from {other} at this n",
+             stats.TOO_FEW: f"too few seeds for a verdict (< {stats.MIN_PAIRS} pairs)",
+             stats.NOT_LEARNED: "both sides have not learned (no verdict)"}
+    return ". ".join(f"{words[v]}: " + "; ".join(groups[v]) for v in _ORDER if groups[v])
+
+
+def _floors(report: Mapping[str, Any]) -> List[str]:
+    fl, arms = report["floors"], report["arms"]
+    if not fl.get("available") and "valid" not in fl:
+        return [f"No no-learning floor: {fl.get('note', 'not computed')}; 'has not learned' is not judged."]
+    v, frac = fl["valid"], fl["learned_fraction"]
+    stuck = [n for n, a in arms.items() if a["learned"] is False]
+    judged = [n for n, a in arms.items() if a["learned"] is not None]
+    out = [f"No-learning floors on the validation set ({v['num_images']} images): every joint at the box centre "
+           f"NME {v['box_centre']['NME']:.4f}, the best constant layout fitted on the training set "
+           f"{v['constant_layout']['NME']:.4f}. {len(stuck)} of {len(judged)} arms end above {frac:g} x the "
+           f"box-centre floor and have not learned" + (": " + ", ".join(stuck) if stuck else "") + "."]
+    ref = report["study"]["reference"]
+    if arms[ref]["learned"] is False:
+        out.append(f"The reference {ref} has not learned: its comparisons with other arms that have not learned "
+                   f"carry no verdict; they measure who leaves the starting plateau sooner, not who localises better.")
+    return out
+
+
+def _ranking(report: Mapping[str, Any]) -> List[str]:
+    rk, arms = report["ranking"], report["arms"]
+    if not rk["order"]:
+        return ["No seed is finished by every arm with a finished run: no ranking (see the per-arm table)."]
+    return [f"Ranking by mean final valid NME on the seeds all ranked arms share ({', '.join(map(str, rk['seeds']))}; "
+            "lower is better): " + " < ".join(f"{o['arm']} ({o['mean']:.4f}"
+                                              + (", not learned" if arms[o["arm"]]["learned"] is False else "") + ")"
+                                              for o in rk["order"]) + "."]
+
+
+def _comparisons(report: Mapping[str, Any]) -> List[str]:
+    out = []
+    ref = report["study"]["reference"]
+    finals = {n: c["final_NME"] for n, c in report["comparisons"].items()}
+    text = _grouped(finals, ref)
+    if text:
+        m = next((c["family_size"] for c in finals.values() if c["n"]), 0)
+        out.append(f"Final NME, paired by seed, Holm over {m} comparison{'s' if m != 1 else ''} with {ref}: {text}.")
+    sl = report["same_lr"]
+    if sl["pairs"]:
+        comps = {f"{p['lookahead_arm']} - {p['base_arm']} at LR {p['lr']:g}": p["comparison"] for p in sl["pairs"]}
+        out.append(f"Same-LR pairs, Lookahead(X) - X final NME (k {sl['k']}, alpha {fmt(sl['alpha'], 'g')}), Holm over "
+                   f"{len(comps)}: " + _grouped(comps, "the optimizer without Lookahead") + ".")
+    else:
+        out.append("Same-LR pairs: no LR at which both an optimizer and Lookahead of it ran.")
+    return out
+
+
+def _runs(report: Mapping[str, Any]) -> List[str]:
+    out = []
+    bad = {r["name"]: r["status"] for r in report["runs"] if r["status"] in ("failed", "diverged")}
+    if bad:
+        out.append(f"{len(bad)} run(s) did not finish and are left out of the statistics: "
+                   + ", ".join(f"{n} ({s})" for n, s in bad.items()) + ".")
+    missing = [r["name"] for r in report["runs"] if r["status"] in ("partial", "not run")]
+    if missing:
+        out.append(f"{len(missing)} run(s) are not finished yet (partial or not run): the statistics cover the "
+                   f"finished seeds only.")
+    it = report["iterations"]
+    if it["fraction_of_user"] is not None:
+        runs = sorted({v for v in it["per_run"].values() if v})
+        out.append(f"Training length: {', '.join(f'{v:,}' for v in runs)} iterations per run, against the user's "
+                   f"{it['user']:,} ({100 * it['fraction_of_user']:.2g}% of it at most): the results describe "
+                   f"this scale.")
+    return out
+
+
+def _lookahead(report: Mapping[str, Any]) -> List[str]:
+    out = []
+    word = {stats.BETTER: "lower (better)", stats.WORSE: "higher (worse)"}
+    for name, la in report["lookahead"].items():
+        c, b = la["epoch_mean_slow_vs_fast"], la["best_slow_vs_fast"]
+        if la["logged"] and c["n"]:
+            what = word.get(c["verdict"], c["verdict"] if c["verdict"] in (stats.TOO_FEW, stats.NOT_LEARNED)
+                            else "not detectably different")
+            out.append(f"{name}: slow - fast weights' valid NME averaged over epochs 1..end {c['mean_diff']:+.4f} "
+                       f"(95% CI [{fmt(c['ci_low'])}, {fmt(c['ci_high'])}], Holm p {fmt_p(c['p_adjusted'])}, "
+                       f"n={c['n']}): {what}; best slow - fast {b['mean_diff']:+.4f} (selected on the validation "
+                       f"set: no verdict).")
+    return out
+
+
+def _sensitivity(report: Mapping[str, Any]) -> List[str]:
+    out = []
+    spread = report["sensitivity"]["lr_spread"]
+    if spread:
+        out.append("LR sensitivity (range of the mean final NME over the LRs tried, on each line's common seeds): "
+                   + "; ".join(f"{fam}: {s['range']:.4f} over LR {min(s['lrs']):g}..{max(s['lrs']):g} "
+                               f"(seeds {', '.join(map(str, s['seeds']))})"
+                               for fam, s in sorted(spread.items(), key=lambda kv: kv[1]["range"])) + ".")
+    grid = report["sensitivity"]["k_alpha"]
+    if grid:
+        out.append(f"Lookahead k x alpha grid at LR {grid['lr']:g}: the mean final NME spans {grid['range']:.4f} "
+                   f"over k {grid['k']} and alpha {grid['alpha']} (seeds {', '.join(map(str, grid['seeds']))}).")
+    return out
+
+
+def _real(report: Mapping[str, Any]) -> List[str]:
+    rh = report["real_hands"]
+    if not rh.get("available"):
+        return []
+    sizes = ", ".join(f"{s}: {v['num_images']} images, {v['num_hands']} distinct hands"
+                      for s, v in rh["set_sizes"].items() if s != "all" and v["num_images"] is not None)
+    floor = rh["floors"].get("all", {}).get("box_centre", {}).get("NME")
+    judged = [a for a, v in rh["per_arm"].items() if v["learned"] is not None]
+    stuck = [a for a in judged if rh["per_arm"][a]["learned"] is False]
+    out = [f"Real hand photos, final models ({sizes}); box-centre floor {fmt(floor)}: {len(stuck)} of {len(judged)} "
+           f"arms end above {report['floors']['learned_fraction']:g} x that floor on them."]
+    if rh.get("kendall_tau") is not None:
+        same = rh["rank_synthetic"] == rh["rank_real"]
+        out.append(f"On seeds {', '.join(map(str, rh['seeds']))} the real-photo ranking "
+                   + ("is the same as" if same else "differs from") + f" the synthetic one (Kendall tau "
+                   f"{rh['kendall_tau']:+.2f}): " + " < ".join(rh["rank_real"]) + ".")
+    return out
+
+
+def verdict(report: Mapping[str, Any]) -> List[str]:
+    """Plain sentences, each computed from the numbers of ``report``."""
+    if not any(a["final_NME"]["n"] for a in report["arms"].values()):
+        return ["No arm has a finished run yet: nothing to conclude."] + _runs(report)
+    return (_floors(report) + _ranking(report) + _comparisons(report) + _runs(report) + _lookahead(report)
+            + _sensitivity(report) + _real(report))
