@@ -52,6 +52,44 @@ def _coerce_opts(opts: Sequence[str], defaults: CfgNode) -> list:
     return out
 
 
+def _check_sections(node: dict, defaults: CfgNode, path: str, prefix: str = "") -> None:
+    """A section of the defaults (``TRAIN``, ``TRAIN.LOOKAHEAD`` ...) must be a mapping in the file too;
+    yacs would report the mismatch with a dump of the whole default section."""
+    for key, value in node.items():
+        ref = defaults.get(key) if isinstance(defaults, CfgNode) else None
+        if isinstance(ref, CfgNode):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{path}: {prefix}{key} is a section (KEY: value lines under it), got "
+                                  f"{type(value).__name__} {value!r}")
+            _check_sections(value, ref, path, f"{prefix}{key}.")
+
+
+def _merge_file(cfg: CfgNode, path: str) -> None:
+    """Merge the yaml file ``path`` into ``cfg``; every problem is a ``ConfigError`` naming the file."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config file not found: {path}")
+    try:
+        with open(path, "r", encoding="utf-8-sig") as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as exc:  # the parser's message spans lines; keep the position
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ConfigError(f"{path}: not valid yaml{where}: {problem}") from exc
+    if data is None:  # an empty file (or only comments): the defaults
+        return
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file is a mapping of KEY: value lines, this one holds a "
+                          f"{type(data).__name__} ({str(data)[:60]!r})")
+    _check_sections(data, cfg, path)
+    try:
+        loaded = CfgNode(data)
+        _ints_to_floats(loaded, cfg)
+        cfg.merge_from_other_cfg(loaded)
+    except (KeyError, ValueError, AssertionError, TypeError, AttributeError) as exc:
+        raise ConfigError(f"{path}: {_explain(exc)}") from exc
+
+
 def load_config(path: Optional[str] = None, opts: Sequence[str] = (), freeze: bool = True) -> CfgNode:
     """Defaults, then the yaml file ``path``, then ``opts`` (``["TRAIN.LR", "0.001", ...]``).
 
@@ -61,20 +99,7 @@ def load_config(path: Optional[str] = None, opts: Sequence[str] = (), freeze: bo
     """
     cfg = get_defaults()
     if path:
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"config file not found: {path}")
-        try:
-            with open(path, "r", encoding="utf-8-sig") as f:
-                loaded = CfgNode.load_cfg(f)
-            _ints_to_floats(loaded, cfg)
-            cfg.merge_from_other_cfg(loaded)
-        except yaml.YAMLError as exc:  # the parser's message spans lines; keep the position
-            mark = getattr(exc, "problem_mark", None)
-            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-            problem = getattr(exc, "problem", None) or type(exc).__name__
-            raise ConfigError(f"{path}: not valid yaml{where}: {problem}") from exc
-        except (KeyError, ValueError, AssertionError, TypeError, AttributeError) as exc:
-            raise ConfigError(f"{path}: {_explain(exc)}") from exc
+        _merge_file(cfg, path)
     opts = _coerce_opts(opts, cfg)
     if len(opts) % 2:
         raise ConfigError(f"command-line overrides must be KEY VALUE pairs, got an odd list: {opts}")

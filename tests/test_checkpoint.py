@@ -1,6 +1,7 @@
 """Checkpoints: atomic save, weights_only load, clear errors, RNG capture/restore."""
 import os
 import random
+import stat
 
 import numpy as np
 import pytest
@@ -46,20 +47,81 @@ def test_rng_state_restores_every_stream(tmp_path):
     assert _draws(gen) == first
 
 
-def test_failed_save_keeps_the_previous_file(tmp_path, monkeypatch):
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"), KeyboardInterrupt()])
+def test_failed_save_keeps_the_previous_file(tmp_path, monkeypatch, error):
+    """A save that fails half-way (a full disk; Ctrl-C, which is no Exception) leaves the previous
+    checkpoint byte for byte and no temporary file, and the error goes on to the caller."""
     path = tmp_path / "checkpoint_latest.pth"
-    ck.save_checkpoint({"epoch": 1}, path)
+    ck.save_checkpoint({"epoch": 1, "w": torch.arange(1000.0)}, path)
+    before = path.read_bytes()
+    real_save = torch.save
 
     def broken_save(obj, f):
-        f.write(b"partial garbage")
-        raise OSError("disk full")
+        real_save(obj, f)  # the whole new checkpoint is in the temporary file ...
+        f.seek(len(before) // 2)
+        f.truncate()  # ... then half of it is lost and the write fails
+        raise error
 
     monkeypatch.setattr(ck.torch, "save", broken_save)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(type(error)):
+        ck.save_checkpoint({"epoch": 2, "w": torch.zeros(1000)}, path)
+    monkeypatch.undo()
+    assert path.read_bytes() == before and ck.load_checkpoint(path)["epoch"] == 1
+    assert os.listdir(tmp_path) == ["checkpoint_latest.pth"]
+
+
+def test_save_is_durable_before_it_replaces_the_file(tmp_path, monkeypatch):
+    """The new content is flushed and fsynced in a temporary file beside the target, renamed over it,
+    and the folder fsynced after the rename (the rename itself survives a power loss)."""
+    path = tmp_path / "model_best.pth"
+    ck.save_checkpoint({"epoch": 1}, path)
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        st = os.fstat(fd)
+        events.append(("fsync dir",) if stat.S_ISDIR(st.st_mode) else ("fsync file", st.st_size))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", os.path.dirname(src), os.path.basename(src), os.path.getsize(src), dst))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(ck.os, "fsync", fsync)
+    monkeypatch.setattr(ck.os, "replace", replace)
+    ck.save_checkpoint({"epoch": 2, "w": torch.arange(5000.0)}, path)
+    monkeypatch.undo()
+    size = path.stat().st_size
+    assert [e[0] for e in events] == ["fsync file", "replace", "fsync dir"], events
+    assert events[0][1] == size  # everything written (flushed) before the fsync
+    _, folder, tmp_name, tmp_size, dst = events[1]
+    assert folder == str(tmp_path) and os.fspath(dst) == str(path) and tmp_size == size
+    assert tmp_name.startswith(".model_best.pth.") and tmp_name.endswith(".tmp")
+    assert ck.load_checkpoint(path)["epoch"] == 2
+    assert path.stat().st_mode & 0o777 == 0o666 & ~ck._umask()  # a normal file's mode, not mkstemp's 0600
+
+
+def test_a_killed_save_leaves_a_temporary_file_that_clean_stale_tmp_removes(tmp_path, monkeypatch):
+    """kill -9 during a save runs no clean-up: the half-written temporary file stays, beside the
+    intact checkpoint, under a name that clean_stale_tmp (run when a run starts) recognises."""
+    path = tmp_path / "checkpoint_latest.pth"
+    ck.save_checkpoint({"epoch": 1}, path)
+    (tmp_path / "notes.tmp").write_text("not ours")  # not a hidden .<name>.*.tmp file: kept
+
+    def killed(obj, f):
+        f.write(b"partial")
+        f.flush()
+        monkeypatch.setattr(ck.os, "unlink", lambda p: None)  # the process dies: nothing is cleaned up
+        raise SystemExit(137)
+
+    monkeypatch.setattr(ck.torch, "save", killed)
+    with pytest.raises(SystemExit):
         ck.save_checkpoint({"epoch": 2}, path)
     monkeypatch.undo()
-    assert ck.load_checkpoint(path)["epoch"] == 1
-    assert os.listdir(tmp_path) == ["checkpoint_latest.pth"]
+    stale = [n for n in os.listdir(tmp_path) if n not in ("checkpoint_latest.pth", "notes.tmp")]
+    assert len(stale) == 1 and ck.load_checkpoint(path)["epoch"] == 1
+    assert ck.clean_stale_tmp(tmp_path) == [str(tmp_path / stale[0])]
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint_latest.pth", "notes.tmp"]
 
 
 def test_load_errors_name_the_file(tmp_path):
@@ -90,11 +152,21 @@ def test_write_json_is_strict_and_atomic(tmp_path, monkeypatch):
     ck.write_json({"a": np.float32(0.5), "b": np.array([1, 2]), "c": float("nan"), "d": (np.int64(3), float("inf"))},
                   path)
     assert json.loads(path.read_text()) == {"a": 0.5, "b": [1, 2], "c": None, "d": [3, None]}
-    # a failure while writing leaves the previous file and no temporary file
-    monkeypatch.setattr(ck.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(28, "No space left on device")))
-    with pytest.raises(OSError):
+    before = path.read_bytes()
+    # a failure at the last step before the rename (the new text is complete in the temporary file)
+    # leaves the previous file and no temporary file
+    seen = []
+
+    def full_disk(fd):
+        seen.append(os.pread(fd, 1 << 16, 0))
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ck.os, "fsync", full_disk)
+    with pytest.raises(OSError, match="No space left"):
         ck.write_json({"new": 1}, path)
-    assert json.loads(path.read_text())["a"] == 0.5 and sorted(p.name for p in tmp_path.iterdir()) == ["m.json"]
+    monkeypatch.undo()
+    assert seen and json.loads(seen[0]) == {"new": 1}  # the failure came after the whole text was written
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["m.json"]
 
 
 def test_changed_config_keys_lists_every_change_but_the_free_ones():

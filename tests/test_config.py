@@ -99,3 +99,35 @@ def test_yaml_syntax_error_names_the_file(tmp_path):
     path.write_text("TRAIN:\n  LR: [0.1\n")
     with pytest.raises(ConfigError, match=re.escape(f"{path}: not valid yaml (line")):
         load_config(str(path))
+
+
+@pytest.mark.parametrize("text, message", [
+    ("- TRAIN\n- LR\n", "a config file is a mapping of KEY: value lines, this one holds a list"),
+    ("hand_sgd\n", "a config file is a mapping of KEY: value lines, this one holds a str"),
+    ("TRAIN: 0.1\n", "TRAIN is a section (KEY: value lines under it), got float 0.1"),
+    ("TRAIN:\n  LOOKAHEAD: [5, 0.5]\n", "TRAIN.LOOKAHEAD is a section (KEY: value lines under it), got list"),
+])
+def test_yaml_that_is_not_a_mapping_is_one_line_naming_the_file(tmp_path, capsys, text, message):
+    import os
+    import sys
+
+    from conftest import ROOT
+
+    path = _yaml(tmp_path, text)
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: {message}")):
+        load_config(path)
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    try:
+        import _cli
+        import train
+
+        assert _cli.run(train.main, ["--cfg", path]) == 2
+    finally:
+        sys.path.remove(os.path.join(ROOT, "tools"))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {path}: {message}" + err[0].split(message, 1)[1]] and len(err[0]) < 200, err
+
+
+def test_empty_yaml_is_the_defaults(tmp_path):
+    defaults = load_config(None, ["EXPERIMENT_NAME", "exp"])
+    assert load_config(_yaml(tmp_path, "# nothing set yet\n")).dump() == defaults.dump()

@@ -152,6 +152,7 @@ def test_interrupt_and_resume_equals_uninterrupted(real_hands, tmp_path, hooked_
     resumed = Trainer(cfg, resume=True).fit()
     assert resumed["status"] == "finished"
     assert _comparable(resumed) == _comparable(full)
+    assert resumed["untrained_NME"] == full["untrained_NME"] == full["history"][0]["NME"]
     a = load_checkpoint(tmp_path / "full" / "hand_lookahead_adam" / LATEST)
     b = load_checkpoint(run / LATEST)
     for k in a["state_dict"]:
@@ -218,6 +219,21 @@ def test_lr_is_stepped_once_per_epoch_on_the_multistep_schedule(real_hands, tmp_
     assert [h["lr"] for h in result["history"][1:]] == pytest.approx(expected, rel=1e-9)
     _, tb = scalars(str(tmp_path / "hand_sgd_lr0.01"))
     assert tb["train/lr"] == [(e + 1, pytest.approx(lr, rel=1e-6)) for e, lr in enumerate(expected)]
+
+
+def test_untrained_nme_is_the_model_as_built_before_any_step(real_hands, tmp_path):
+    """metrics.json's untrained_NME is epoch 0's validation: the model the run's SEED builds."""
+    from hrnet import build_model
+    from hrnet.runtime.checkpoint import seed_everything
+
+    cfg = tiny_cfg(real_hands, tmp_path, "TRAIN.END_EPOCH", 2, "TRAIN.LR", 0.05, "TEST.VIS_IMAGES", 0,
+                   yaml=os.path.join(ROOT, "experiments", "hand_sgd_lr0.01.yaml"))
+    result = Trainer(cfg).fit()
+    seed_everything(int(cfg.SEED))
+    untrained = _evaluate(cfg, build_model(cfg))
+    assert result["history"][0]["epoch"] == 0 and result["history"][0]["NME"] == untrained
+    assert result["untrained_NME"] == untrained
+    assert untrained not in (result["final_NME"], result["best_NME"])  # the test can tell them apart
 
 
 def test_lookahead_model_best_holds_the_slow_weights_of_its_epoch(real_hands, tmp_path):
@@ -300,6 +316,16 @@ def test_run_folder_is_never_reused_silently(train_tool, real_hands, tmp_path, c
     line = _error_line(capsys)
     assert "TRAIN.LR: 0.0001 -> 0.01" in line and "TRAIN.WD" in line and "changed config" in line
     assert (run / "config.yaml").read_text() == config
+    # another SEED is another trajectory: refused too, naming the key
+    assert train_tool(["--resume"] + base + ["SEED", 7]) == 2
+    assert "changed config (SEED: 0 -> 7)" in _error_line(capsys)
+    # a checkpoint without its config cannot tell what changed: refused, naming the file
+    latest = load_checkpoint(run / LATEST)
+    del latest["config"]
+    torch.save(latest, run / LATEST)
+    assert train_tool(["--resume"] + base) == 2
+    assert f"{run / LATEST}: the checkpoint stores no config" in _error_line(capsys)
+    assert (run / "config.yaml").read_text() == config
     # a fresh run into the finished run's folder: refused
     assert train_tool(base) == 2 and "--resume" in _error_line(capsys)
     # without the checkpoint, neither a fresh run nor a resume may overwrite model_best.pth and the events
@@ -337,3 +363,140 @@ def test_a_run_that_dies_says_failed(train_tool, real_hands, tmp_path, hooked_lo
     assert rc == 2 and "missing.json" in line and "DATASET.TRAINSET" in line
     assert json.loads((run / METRICS).read_text())["status"] == "failed"
     assert "run failed: FileNotFoundError" in (run / "train.log").read_text().split("boom in the loss")[-1]
+
+
+# ---------------------------------------------------------------------------- what a run validates and keeps
+@pytest.fixture(scope="module")
+def recal_run(real_hands, tmp_path_factory):
+    """Lookahead(Adam), slow weights validated with BN recalibrated on one batch, k 3 with 2 iterations
+    per epoch: epochs 1 and 2 end mid-cycle (slow != fast), epoch 3 at a sync. Records, for every
+    training step, whether every module of the model was in training mode."""
+    out = tmp_path_factory.mktemp("recal")
+    cfg = tiny_cfg(real_hands, out, "TRAIN.END_EPOCH", 3, "TRAIN.LR", 1e-3, "TRAIN.LOOKAHEAD.K", 3,
+                   "TRAIN.LOOKAHEAD.BN_RECALIBRATE_BATCHES", 1, "TEST.VIS_IMAGES", 4, "TEST.VIS_HEATMAP", True)
+    modes = []
+    step = trainer_mod.Trainer._train_step
+
+    def recording_step(self, *args, **kwargs):
+        modes.append(all(m.training for m in self.raw_model.modules()))
+        return step(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(trainer_mod.Trainer, "_train_step", recording_step)
+        result = Trainer(cfg).fit()
+    return cfg, out / "hand_lookahead_adam", result, modes
+
+
+def _evaluate(cfg, model):
+    """NME of ``model`` on the validation set, as the trainer's validation computes it."""
+    from data import build_dataset
+    from hrnet.evaluation.evaluate import run_inference
+    from hrnet.evaluation.metrics import compute_metrics
+
+    loader = torch.utils.data.DataLoader(build_dataset(cfg, is_train=False),
+                                         batch_size=int(cfg.TEST.BATCH_SIZE_PER_GPU))
+    out = run_inference(model, loader, cfg, torch.device("cpu"), progress=False)
+    return float(compute_metrics(out["preds"], out["joints"], out["bbox"], cfg)["NME"])
+
+
+def test_every_training_step_runs_in_train_mode(recal_run):
+    """Validation (with BN recalibration and the prediction grid) between epochs must not leave the
+    model, or any of its BatchNorm layers, in eval mode for the next epoch's steps."""
+    _, _, result, modes = recal_run
+    assert result["status"] == "finished" and len(modes) == 6  # 3 epochs x 2 iterations
+    assert all(modes), modes
+
+
+def test_model_best_re_evaluated_gives_the_recorded_best_nme(recal_run):
+    """model_best.pth holds the weights and the BN statistics that scored the best NME (here the slow
+    weights with recalibrated statistics): evaluated again, it scores exactly that NME."""
+    from hrnet.evaluation.model_file import load_model_file
+
+    cfg, run, result, _ = recal_run
+    model, info = load_model_file(cfg, str(run / BEST), torch.device("cpu"))
+    assert info.weights == "slow+bn" and info.epoch == result["best_epoch"]
+    assert info.nme == result["best_NME"] == result["history"][result["best_epoch"]]["NME"]
+    assert _evaluate(cfg, model) == result["best_NME"]
+
+
+def test_nme_fast_is_the_fast_weights_own_nme_at_a_sync_with_bn_recalibration(recal_run):
+    """At a sync the fast weights equal the slow ones, but NME (slow weights, recalibrated BN) is not
+    their NME: NME_fast is the fast model's own, with its running BN statistics."""
+    from hrnet import build_model
+
+    cfg, run, result, _ = recal_run
+    latest = load_checkpoint(run / LATEST)
+    assert latest["epoch"] == 3 and latest["optimizer"]["lookahead"]["cycle_step"] == 0  # the case at hand
+    fast = build_model(cfg)
+    fast.load_state_dict(latest["state_dict"])
+    last = result["history"][-1]
+    assert last["NME_fast"] == pytest.approx(_evaluate(cfg, fast), rel=1e-6)
+    assert last["NME_fast"] != pytest.approx(last["NME"], rel=1e-6)  # the test can tell them apart
+    assert last["NME_slow"] == last["NME"] and last["eval_weights"] == "slow+bn"
+
+
+def test_a_run_validated_on_its_fast_weights_is_evaluated_on_them_by_test_py(real_hands, tmp_path, capsys):
+    """TRAIN.LOOKAHEAD.EVAL_WEIGHTS fast: tools/test.py on checkpoint_latest.pth (no --weights) takes
+    the fast weights, as the run's validation did, and measures the run's final NME."""
+    cfg = tiny_cfg(real_hands, tmp_path, "TRAIN.END_EPOCH", 1, "TRAIN.LR", 1e-3,
+                   "TRAIN.LOOKAHEAD.EVAL_WEIGHTS", "fast", "TEST.VIS_IMAGES", 0)
+    result = Trainer(cfg).fit()
+    run = tmp_path / "hand_lookahead_adam"
+    latest = load_checkpoint(run / LATEST)
+    slow = latest["slow_state_dict"]
+    assert any(not torch.equal(slow[k], latest["state_dict"][k]) for k in slow)  # mid-cycle: they differ
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    try:
+        import _cli
+        import test as test_tool
+
+        capsys.readouterr()
+        argv = ["--cfg", str(run / "config.yaml"), "--model-file", str(run / LATEST), "--no-progress",
+                "--out", str(tmp_path / "ev")]
+        assert _cli.run(test_tool.main, argv) == 0
+    finally:
+        sys.path.remove(os.path.join(ROOT, "tools"))
+    assert f"evaluating {run / LATEST}: fast weights (Lookahead)" in capsys.readouterr().out
+    evaluated = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert evaluated["weights"] == "fast"
+    assert evaluated["NME"] == pytest.approx(result["final_NME"], rel=1e-6)
+    assert result["history"][-1]["eval_weights"] == "fast"
+
+
+def test_a_run_that_fails_before_its_first_epoch_does_not_block_the_fixed_command(train_tool, real_hands, tmp_path,
+                                                                                  capsys):
+    """A missing image stops the run in its set-up; once it is back the same command (no --resume)
+    replaces that run, and says so. A run with a completed epoch is never replaced that way, also
+    after a resume of it failed in its set-up."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(os.path.join(real_hands, "freihand"), data)
+    image = sorted(data.glob("*.jpg"))[0]
+    aside = tmp_path / image.name
+    argv = ["--cfg", LOOKAHEAD] + TINY + ["DATASET.ROOT", data, "OUTPUT_DIR", tmp_path / "out", "TRAIN.END_EPOCH", 1,
+                                          "TEST.VIS_IMAGES", 0]
+    run = tmp_path / "out" / "hand_lookahead_adam"
+    image.rename(aside)
+    assert train_tool(argv) == 2 and image.name in _error_line(capsys, started=True)
+    failed = json.loads((run / METRICS).read_text())
+    assert failed["status"] == "failed" and failed["epochs_completed"] == 0
+    aside.rename(image)
+    assert train_tool(argv) == 0
+    log = (run / "train.log").read_text()
+    assert f"replacing the run in {run}: its run failed before completing an epoch" in log
+    assert log.index("run failed: BadSampleError") < log.index("replacing the run")  # the old log is kept
+    done = json.loads((run / METRICS).read_text())
+    assert done["status"] == "finished" and [h["epoch"] for h in done["history"]] == [0, 1]
+    _, tb = scalars(str(run))
+    assert [s for s, _ in tb["valid/NME"]] == [0, 1]  # the failed run's events went with it
+    capsys.readouterr()
+    # the data breaks again under a resume: its set-up fails, and the run keeps its completed epoch
+    image.rename(aside)
+    assert train_tool(["--resume"] + argv + ["TRAIN.END_EPOCH", 2]) == 2
+    capsys.readouterr()
+    after = json.loads((run / METRICS).read_text())
+    assert after["status"] == "failed" and after["epochs_completed"] == 1 and len(after["history"]) == 2
+    aside.rename(image)
+    assert train_tool(argv) == 2 and "already holds a run" in _error_line(capsys)
+    assert load_checkpoint(run / LATEST)["epoch"] == 1

@@ -3,10 +3,11 @@
     python tools/compare.py output/hand_* --out comparison.png [--smoothing 0.6]
 
 Reads each run folder's event files (``train/loss``, ``valid/loss``, ``valid/NME`` against epoch;
-step 0 is the untrained model) and ``metrics.json`` through ``hrnet.engine.run_record``, the module the
-trainer writes them with; draws the three curves (measured values; ``--smoothing`` adds
-TensorBoard's debiased EMA as a second line) and prints a markdown table: best and final NME, epoch
-of the best, wall time and status. Missing or partial runs are reported in the table, never fatal.
+step 0 is the untrained model) and ``metrics.json`` through ``hrnet.engine.run_reader`` (the names
+are ``hrnet.engine.run_record``'s, the module the trainer writes them with); draws the three curves
+(measured values; ``--smoothing`` adds TensorBoard's debiased EMA as a second line) and prints a
+markdown table: best and final NME, epoch of the best, wall time and status. Missing or partial
+runs are reported in the table, never fatal.
 Runs named ``<name>_seed<s>`` are also grouped: mean +- std over seeds per ``<name>``.
 To train several optimizers x seeds first, use ``tools/study.py`` (a study file, paired statistics,
 a report).
@@ -24,8 +25,8 @@ import _paths  # noqa: F401  (repository root on sys.path)
 
 import numpy as np
 
-from hrnet.engine.run_record import (SEED_RE, TAG_TRAIN_LOSS, TAG_VALID_LOSS, TAG_VALID_NME, Run, expand_run_dirs,
-                              load_run, read_scalars)
+from hrnet.engine.run_reader import SEED_RE, Run, expand_run_dirs, load_run, read_scalars
+from hrnet.engine.run_record import TAG_TRAIN_LOSS, TAG_VALID_LOSS, TAG_VALID_NME
 
 __all__ = ["Run", "load_run", "read_scalars", "expand_run_dirs", "smooth", "run_table", "group_table", "plot",
            "main"]

@@ -8,8 +8,8 @@ A run folder ``OUTPUT_DIR/<EXPERIMENT_NAME>/`` holds:
 * ``metrics.json`` (:data:`METRICS`): :func:`metrics_summary`, rewritten after every epoch.
 
 Step semantics: **step = number of completed training epochs**; step 0 is the validation of the
-untrained model. The writer (``hrnet.engine.trainer``) and the readers (``tools/compare.py``,
-``tools/study.py``) both use this module, so the names cannot drift apart.
+untrained model. The writer (``hrnet.engine.trainer``) and the readers (``hrnet.engine.run_reader``
+for ``tools/compare.py`` and the study) both use this module, so the names cannot drift apart.
 """
 from __future__ import annotations
 
@@ -19,22 +19,19 @@ import json
 import logging
 import math
 import os
-import re
 import sys
-from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from hrnet.runtime.checkpoint import jsonable, write_json
 
-_logger = logging.getLogger(__name__)
 
 __all__ = ["LATEST", "BEST", "METRICS", "CONFIG", "LOG", "EVENTS_GLOB", "RUN_FILES", "TAG_TRAIN_LOSS",
            "TAG_VALID_LOSS", "TAG_VALID_NME", "TAG_TRAIN_LR", "TAG_TRAIN_IMG_PER_S", "TAG_LOSS_ITER", "TAG_BEST_NME",
-           "valid_tag", "find_run_files", "check_run_dir", "FILE_ONLY", "run_log", "hparams", "history_entry",
-           "metrics_summary", "write_metrics", "write_scalars", "write_hparams", "Run", "load_run", "read_scalars",
-           "read_metrics", "expand_run_dirs", "SEED_RE"]
+           "valid_tag", "find_run_files", "NEW", "RESUME", "REPLACE", "check_run_dir", "replace_run", "FILE_ONLY",
+           "run_log", "hparams", "history_entry", "metrics_summary", "write_metrics", "write_scalars", "write_hparams",
+           "read_metrics", "is_number"]
 
 # ---------------------------------------------------------------------------- file names
 LATEST = "checkpoint_latest.pth"
@@ -73,27 +70,47 @@ def find_run_files(path: str) -> List[str]:
     return sorted(found)
 
 
-def check_run_dir(run_dir: str, resume: bool) -> bool:
-    """Whether to resume from ``run_dir/checkpoint_latest.pth``; raises ``FileExistsError`` (one line)
-    where a run would overwrite another run's files.
+#: :func:`check_run_dir`'s answers: start in an empty folder, resume its checkpoint, or replace a run
+#: that never completed an epoch.
+NEW, RESUME, REPLACE = "new", "resume", "replace"
+#: metrics.json statuses of a run that stopped before its end (not one that may still be running).
+STOPPED = ("failed", "interrupted", "diverged")
 
-    A new run needs a folder without run files (:func:`find_run_files`). ``resume`` continues from
-    the checkpoint; without one it starts afresh only if the earlier session never saved a model.
+
+def check_run_dir(run_dir: str, resume: bool) -> Tuple[str, str]:
+    """``(action, why)``: whether a run started with ``resume`` takes folder ``run_dir`` as
+    :data:`NEW`, :data:`RESUME` (its ``checkpoint_latest.pth``) or :data:`REPLACE` (:func:`replace_run`
+    first; ``why`` says why that is safe). Raises ``FileExistsError`` (one line) where the run would
+    overwrite another run's results.
+
+    A new run needs a folder without run files (:func:`find_run_files`), or one whose run ended
+    before completing its first epoch (a damaged image, a missing file: nothing trained to keep), so
+    the same command works once the data is fixed. ``resume`` continues from the checkpoint;
+    without one it starts afresh only if the earlier session never saved a model.
     """
     found = find_run_files(run_dir)
     if resume and LATEST in found:
-        return True
-    if resume and BEST not in found:
-        if found:  # an earlier session stopped before its first checkpoint: nothing to keep
-            _logger.warning("resume requested but %s does not exist: starting from scratch",
-                            os.path.join(run_dir, LATEST))
-        return False
-    if found:
-        how = ("its checkpoint is gone, so it cannot be resumed" if resume
-               else "continue it with --resume (or TRAIN.RESUME True)")
-        raise FileExistsError(f"{run_dir} already holds a run ({', '.join(found)}); {how}, or remove the folder, "
-                              f"or set EXPERIMENT_NAME / OUTPUT_DIR to start a new one")
-    return False
+        return RESUME, ""
+    if not found:
+        return NEW, ""
+    info, _ = read_metrics(run_dir)
+    if info.get("status") in STOPPED and info.get("epochs_completed") == 0:
+        return REPLACE, f"its run {info['status']} before completing an epoch"
+    if resume and BEST not in found:  # an earlier session stopped before its first checkpoint
+        return REPLACE, f"resume requested but {LATEST} does not exist, nor any model"
+    how = ("its checkpoint is gone, so it cannot be resumed" if resume
+           else "continue it with --resume (or TRAIN.RESUME True)")
+    raise FileExistsError(f"{run_dir} already holds a run ({', '.join(found)}); {how}, or remove the folder, "
+                          f"or set EXPERIMENT_NAME / OUTPUT_DIR to start a new one")
+
+
+def replace_run(run_dir: str) -> List[str]:
+    """Remove the run files of ``run_dir`` (:func:`find_run_files`; train.log stays, the new session
+    appends to it); returns their names."""
+    found = find_run_files(run_dir)
+    for name in found:
+        os.remove(os.path.join(run_dir, name))
+    return found
 
 
 # ---------------------------------------------------------------------------- writer side
@@ -256,106 +273,9 @@ def write_hparams(writer, hp: Mapping[str, Any], finished: bool = False) -> None
         writer.file_writer.add_summary(summary)
 
 
-# ---------------------------------------------------------------------------- reader side
-SEED_RE = re.compile(r"^(?P<group>.+)_seed(?P<seed>\d+)$")
-
-
-@dataclass
-class Run:
-    """One run folder as read back from disk (problems are recorded in ``problems``, never raised)."""
-    path: str
-    name: str
-    curves: Dict[str, Tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # tag -> (steps, values)
-    info: Dict = field(default_factory=dict)  # metrics.json, when present and an object
-    optimizer: str = ""
-    lr: Optional[float] = None
-    problems: List[str] = field(default_factory=list)
-
-    @property
-    def group(self) -> str:
-        """The name without its ``_seed<s>`` suffix."""
-        m = SEED_RE.match(self.name)
-        return m.group("group") if m else self.name
-
-    @property
-    def nme(self) -> Optional[Tuple[np.ndarray, np.ndarray]]:
-        """(steps, values) of ``valid/NME``, or None."""
-        return self.curves.get(TAG_VALID_NME)
-
-    @property
-    def status(self) -> str:
-        if self.nme is None:
-            return "missing"
-        status = self.info.get("status")
-        return status if isinstance(status, str) else "partial (no metrics.json)"
-
-    @property
-    def best(self) -> Tuple[Optional[float], Optional[int]]:
-        """(lowest finite NME, its step), (None, None) without points."""
-        if self.nme is None or not len(self.nme[1]):
-            return None, None
-        steps, vals = self.nme
-        finite = np.where(np.isfinite(vals), vals, np.inf)
-        i = int(np.argmin(finite))
-        return float(vals[i]), int(steps[i])
-
-    @property
-    def final(self) -> Optional[float]:
-        return float(self.nme[1][-1]) if self.nme is not None and len(self.nme[1]) else None
-
-    @property
-    def epochs(self) -> Optional[int]:
-        return int(self.nme[0][-1]) if self.nme is not None and len(self.nme[0]) else None
-
-    @property
-    def wall_time(self) -> Optional[float]:
-        """Seconds: ``metrics.json``'s ``wall_time_s`` (all sessions of a resumed run), else the events' span."""
-        if _is_number(self.info.get("wall_time_s")):
-            return float(self.info["wall_time_s"])
-        return self.info.get("_event_span")
-
-
-def _is_number(v: Any) -> bool:
+def is_number(v: Any) -> bool:
+    """An int or float, not a bool (JSON numbers as read back)."""
     return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _has_events(path: str) -> bool:
-    return bool(glob.glob(os.path.join(path, EVENTS_GLOB)))
-
-
-def expand_run_dirs(paths: Sequence[str]) -> List[str]:
-    """Run folders: each path itself, or its sub-folders holding events (``compare.py output``)."""
-    out: List[str] = []
-    for p in paths:
-        if os.path.isdir(p) and not _has_events(p) and not os.path.isfile(os.path.join(p, CONFIG)):
-            subs = sorted(d for d in glob.glob(os.path.join(p, "*")) if os.path.isdir(d) and _has_events(d))
-            if subs:
-                out.extend(subs)
-                continue
-        out.append(p)
-    return out
-
-
-def read_scalars(path: str) -> Tuple[Dict[str, Tuple[np.ndarray, np.ndarray]], Optional[float]]:
-    """``tag -> (steps, values)`` of a run folder's event files, and the wall-clock span (s) of the events.
-
-    A step logged twice (a resumed run repeating an interrupted epoch) keeps its latest value.
-    """
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(path, size_guidance={"scalars": 0})
-    acc.Reload()
-    curves: Dict[str, Tuple[np.ndarray, np.ndarray]] = {}
-    t_min, t_max = math.inf, -math.inf
-    for tag in acc.Tags().get("scalars", []):
-        latest: Dict[int, Tuple[float, float]] = {}
-        for e in acc.Scalars(tag):
-            if e.step not in latest or e.wall_time >= latest[e.step][0]:
-                latest[e.step] = (e.wall_time, e.value)
-            t_min, t_max = min(t_min, e.wall_time), max(t_max, e.wall_time)
-        steps = np.array(sorted(latest), dtype=np.int64)
-        curves[tag] = (steps, np.array([latest[s][1] for s in steps], dtype=np.float64))
-    return curves, (t_max - t_min if t_max >= t_min else None)
 
 
 def read_metrics(path: str) -> Tuple[Dict[str, Any], List[str]]:
@@ -376,47 +296,8 @@ def read_metrics(path: str) -> Tuple[Dict[str, Any], List[str]]:
         return {}, [f"{METRICS} holds a {type(info).__name__}, not an object"]
     problems = []
     for key, ok in (("status", lambda v: isinstance(v, str)), ("end_epoch", lambda v: isinstance(v, int)),
-                    ("epochs_completed", lambda v: isinstance(v, int)), ("wall_time_s", _is_number),
+                    ("epochs_completed", lambda v: isinstance(v, int)), ("wall_time_s", is_number),
                     ("hparams", lambda v: isinstance(v, dict))):
         if key in info and not ok(info[key]):
             problems.append(f"{METRICS}: bad {key} ({info.pop(key)!r})")
     return info, problems
-
-
-def load_run(path: str) -> Run:
-    """Read one run folder; problems are recorded on the Run, never raised."""
-    run = Run(path=path, name=os.path.basename(os.path.normpath(path)))
-    if not os.path.isdir(path):
-        run.problems.append("folder not found")
-        return run
-    run.info, problems = read_metrics(path)
-    run.problems.extend(problems)
-    hp = run.info.get("hparams", {})
-    optimizer, lr = hp.get("optimizer", ""), hp.get("lr")
-    run.optimizer = optimizer if isinstance(optimizer, str) else ""
-    run.lr = float(lr) if _is_number(lr) else None
-    cfg_path = os.path.join(path, CONFIG)
-    if not run.optimizer and os.path.isfile(cfg_path):
-        try:
-            from yacs.config import CfgNode
-
-            with open(cfg_path) as f:
-                cfg = CfgNode.load_cfg(f)
-            run.optimizer, run.lr = str(cfg.TRAIN.OPTIMIZER), float(cfg.TRAIN.LR)
-        except Exception as exc:  # a hand-edited or truncated file must not stop the report
-            run.problems.append(f"unreadable {CONFIG} ({exc})")
-    if not _has_events(path):
-        run.problems.append("no TensorBoard event files")
-        return run
-    try:
-        run.curves, span = read_scalars(path)
-        run.info.setdefault("_event_span", span)
-    except Exception as exc:  # a truncated event file must not stop the report
-        run.problems.append(f"unreadable event files ({exc})")
-        return run
-    if TAG_VALID_NME not in run.curves:
-        run.problems.append(f"no {TAG_VALID_NME} points")
-    end = run.info.get("end_epoch")
-    if run.epochs is not None and end is not None and run.epochs < end:
-        run.problems.append(f"{run.epochs}/{end} epochs")
-    return run

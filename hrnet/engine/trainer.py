@@ -1,9 +1,11 @@
 """The training loop: ``Trainer(cfg).fit()`` trains one experiment into ``OUTPUT_DIR/<EXPERIMENT_NAME>/``.
 
 The run folder's files and steps (**step = completed training epochs**, 0 = untrained) are
-``hrnet.engine.run_record``'s; the checkpoint schema is ``hrnet.runtime.checkpoint``'s. Order of work: model,
-optimizer and schedules first (a config typo fails before any file or image is touched), then the
-run folder (a new run refuses another run's files, a resume a changed config), then the data.
+``hrnet.engine.run_record``'s; the checkpoint schema is ``hrnet.runtime.checkpoint``'s; the data sets and
+loaders ``hrnet.engine.loaders``'. Order of work: model, optimizer and schedules first (a config typo
+fails before any file or image is touched), then the run folder (a new run refuses another run's
+files but replaces one that stopped before completing an epoch; a resume refuses a changed
+config), then the data.
 
 Exact resume: checkpoints at epoch boundaries hold every RNG state (per rank); validation and BN
 recalibration run in a forked RNG state, so a resumed run reaches bitwise the same weights as an
@@ -19,32 +21,33 @@ import logging
 import math
 import os
 import signal
-import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
-from torch.utils.data import DataLoader, DistributedSampler
 
 from configs import ConfigError, experiment_name
 
 from hrnet.engine import run_record as rr
-from hrnet.runtime.checkpoint import (clean_stale_tmp, get_rng_state, jsonable, load_training_state, restore_training_state,
-                         rng_fork, save_checkpoint, seed_everything, set_rng_state, training_state)
-from hrnet.runtime.device import amp_policy_from_cfg, configure_backends
-from hrnet.engine.distributed import (ShardSampler, all_gather_object, all_reduce_sum, broadcast_buffers, init_distributed,
-                          merge_shards)
-from hrnet.models.loss import JointsMSELoss, NonFiniteLossError
+from hrnet.engine.distributed import all_gather_object, all_reduce_sum, init_distributed
+from hrnet.engine.loaders import RunData, build_run_data
+from hrnet.engine.progress import EpochProgress
 from hrnet.engine.run_record import BEST, LATEST, METRICS
-from hrnet.engine.signals import StopRequest, TrainingInterrupted, ignore_sigint_in_worker
+from hrnet.engine.signals import StopRequest, TrainingInterrupted
+from hrnet.engine.validation import ValidationMixin
+from hrnet.models.loss import JointsMSELoss, NonFiniteLossError
+from hrnet.runtime.checkpoint import (CheckpointError, clean_stale_tmp, get_rng_state, jsonable, load_training_state,
+                                      restore_training_state, save_checkpoint, seed_everything, set_rng_state,
+                                      training_state)
+from hrnet.runtime.device import amp_policy_from_cfg, configure_backends
 
 __all__ = ["Trainer", "NonFiniteLossError", "TrainingInterrupted", "LATEST", "BEST", "METRICS"]
 
 _logger = logging.getLogger(__name__)
 
 
-class Trainer:
+class Trainer(ValidationMixin):
     """One experiment: ``Trainer(cfg).fit()``; see the module docstring for the order of work.
 
     Args:
@@ -63,8 +66,8 @@ class Trainer:
         self.epoch = 0  # completed training epochs
         self.global_step = 0  # completed training iterations
         self.wall_offset, self.status = 0.0, "running"  # wall_offset: seconds of earlier sessions (resume)
-        self.skipped: List[str] = []  # samples left out by DATASET.ON_BAD_SAMPLE skip, one line each
-        self.gallery = None  # the fixed validation crops of the valid/predictions image grid (rank 0)
+        self.data: Optional[RunData] = None  # data sets and loaders (hrnet.engine.loaders), built after the folder
+        self.claim_note = ""  # what taking the run folder did, when worth a log line (a replaced run)
 
     # ------------------------------------------------------------------ set-up
     def _setup_device(self) -> None:
@@ -98,14 +101,20 @@ class Trainer:
         self.lookahead = hasattr(self.optimizer, "slow_weights")
 
     def _claim_run_dir(self) -> Optional[Dict[str, Any]]:
-        """The checkpoint to resume (or None); refuses another run's folder and a changed config.
+        """The checkpoint to resume (or None); refuses another run's folder and a changed config, and
+        replaces a run that stopped before completing an epoch (``rr.check_run_dir``).
         Rank 0 decides; every rank gets the same answer or the same error."""
         checkpoint, error = None, None
         if self.dist.is_main:
             try:
-                if rr.check_run_dir(self.run_dir, self.resume):
+                action, why = rr.check_run_dir(self.run_dir, self.resume)
+                if action == rr.RESUME:
                     checkpoint = load_training_state(os.path.join(self.run_dir, LATEST), self.cfg)
-            except (ConfigError, OSError) as exc:
+                elif action == rr.REPLACE:
+                    removed = rr.replace_run(self.run_dir)
+                    self.claim_note = (f"replacing the run in {self.run_dir}: {why}, nothing trained to keep "
+                                       f"(removed {', '.join(removed)}; {rr.LOG} keeps its log)")
+            except (ConfigError, CheckpointError, OSError) as exc:
                 error = exc
         error, resume = all_gather_object((error, checkpoint is not None))[0]
         if error is not None:
@@ -114,72 +123,28 @@ class Trainer:
             checkpoint = load_training_state(os.path.join(self.run_dir, LATEST), self.cfg)
         return checkpoint
 
-    def _loader_kwargs(self) -> Dict[str, Any]:
-        workers = int(self.cfg.WORKERS)
-        kw: Dict[str, Any] = {"num_workers": workers, "pin_memory": self.device.type == "cuda"}
-        if workers > 0:
-            # Not persistent: each epoch's workers are seeded from the checkpointed loader generator (exact resume).
-            kw.update(worker_init_fn=ignore_sigint_in_worker, prefetch_factor=4)
-        return kw
-
-    def _build_data(self) -> None:
-        from data import build_dataset
-
-        cfg, d = self.cfg, self.dist
-        if d.is_main:
-            self.train_set = build_dataset(cfg, is_train=True)
-        if d.distributed:  # rank 0 builds first: a synthetic dataset is rendered once, not by every rank
-            torch.distributed.barrier()
-        if not d.is_main:
-            self.train_set = build_dataset(cfg, is_train=True)
-        self.valid_set = build_dataset(cfg, is_train=False)
-        self.skipped = list(self.train_set.skipped) + list(self.valid_set.skipped)
-        for line in self.skipped:
-            _logger.warning("skipped (DATASET.ON_BAD_SAMPLE skip): %s", line)
-        if d.is_main and int(cfg.TEST.VIS_IMAGES) > 0:
-            from hrnet.evaluation.visualize import gallery_samples
-
-            with rng_fork():  # reading samples must not move the training RNG streams
-                self.gallery = gallery_samples(self.valid_set, int(cfg.TEST.VIS_IMAGES))
-        batch = int(cfg.TRAIN.BATCH_SIZE_PER_GPU)
-        self.generator = torch.Generator()
-        self.generator.manual_seed(int(cfg.SEED) + d.rank)
-        self.train_sampler = None
-        if d.distributed:
-            self.train_sampler = DistributedSampler(self.train_set, num_replicas=d.world_size, rank=d.rank,
-                                                    shuffle=bool(cfg.TRAIN.SHUFFLE), seed=int(cfg.SEED),
-                                                    drop_last=True)
-        self.train_loader = DataLoader(
-            self.train_set, batch_size=batch, sampler=self.train_sampler,
-            shuffle=bool(cfg.TRAIN.SHUFFLE) if self.train_sampler is None else None,
-            drop_last=True, generator=self.generator, **self._loader_kwargs())
-        if len(self.train_loader) == 0:
-            raise ConfigError(f"TRAIN.BATCH_SIZE_PER_GPU {batch} x {d.world_size} process(es) is larger than the "
-                              f"training set ({len(self.train_set)} samples): not one batch per epoch")
-        if len(self.valid_set) == 0:
-            raise ConfigError(f"DATASET.TESTSET {cfg.DATASET.TESTSET}: the validation set is empty")
-        self.valid_loader = DataLoader(
-            self.valid_set, batch_size=int(cfg.TEST.BATCH_SIZE_PER_GPU),
-            sampler=ShardSampler(len(self.valid_set), d.rank, d.world_size), shuffle=False,
-            drop_last=False, generator=torch.Generator().manual_seed(int(cfg.SEED)), **self._loader_kwargs())
-
     # ------------------------------------------------------------------ checkpoints and the run record
-    def _resume_from(self, ck: Dict[str, Any]) -> None:
-        restore_training_state(ck, model=self.raw_model, optimizer=self.optimizer, scheduler=self.scheduler,
-                               warmup=self.warmup, scaler=self.scaler)
+    def _restore_progress(self, ck: Dict[str, Any]) -> None:
+        """The run's bookkeeping (epochs, best, history, time) from the checkpoint, before anything can
+        fail: a resume whose set-up fails must not record its run as one without a completed epoch."""
         self.epoch, self.global_step = int(ck["epoch"]), int(ck["global_step"])
         self.best_nme, self.best_epoch = float(ck["best_nme"]), int(ck["best_epoch"])
         self.history, self.wall_offset = list(ck["history"]), float(ck["wall_time"])
+
+    def _resume_from(self, ck: Dict[str, Any]) -> None:
+        """Weights, optimizer, schedules and RNG streams from the checkpoint (after the data is built)."""
+        restore_training_state(ck, model=self.raw_model, optimizer=self.optimizer, scheduler=self.scheduler,
+                               warmup=self.warmup, scaler=self.scaler)
         rng = ck["rng"]
         if len(rng) != self.dist.world_size:
             _logger.warning("checkpoint of %d process(es) resumed with %d: RNG streams differ", len(rng),
                             self.dist.world_size)
-        set_rng_state(rng[self.dist.rank % len(rng)], self.generator)
+        set_rng_state(rng[self.dist.rank % len(rng)], self.data.generator)
         _logger.info("resumed from %s: %d/%d epochs done, best NME %.5f at epoch %d", self.run_dir, self.epoch,
                      self.cfg.TRAIN.END_EPOCH, self.best_nme, self.best_epoch)
 
     def _save_latest(self) -> None:
-        rng = all_gather_object(get_rng_state(self.generator))  # collective: every rank calls it
+        rng = all_gather_object(get_rng_state(self.data.generator))  # collective: every rank calls it
         if self.dist.is_main:
             save_checkpoint(training_state(
                 model=self.raw_model, optimizer=self.optimizer, scheduler=self.scheduler, warmup=self.warmup,
@@ -195,7 +160,7 @@ class Trainer:
         summary = rr.metrics_summary(self.cfg, self.dist.world_size, status=self.status, epochs_completed=self.epoch,
                                      best_nme=self.best_nme, best_epoch=self.best_epoch,
                                      wall_time=self._wall_time(), history=self.history,
-                                     skipped=self.skipped)
+                                     skipped=self.data.skipped if self.data is not None else ())
         if self.dist.is_main:
             rr.write_metrics(self.run_dir, summary)
         return jsonable(summary)
@@ -210,69 +175,6 @@ class Trainer:
         _logger.info("%s", rr.epoch_line(entry, int(self.cfg.TRAIN.END_EPOCH), self.best_epoch, val, train))
         self._save_latest()
         self._write_metrics()
-
-    # ------------------------------------------------------------------ evaluation
-    def _infer(self, model: nn.Module) -> Tuple[Dict[str, Any], Dict[str, Any]]:
-        """Predictions of ``model`` on the validation set, merged over ranks, and their metrics."""
-        from hrnet.evaluation.evaluate import run_inference
-        from hrnet.evaluation.metrics import compute_metrics
-
-        # run_inference switches to eval mode, inference_mode, channels_last and the AMP policy itself.
-        out = run_inference(model, self.valid_loader, self.cfg, self.device, criterion=self.criterion,
-                            progress=self.dist.is_main and sys.stderr.isatty())
-        merged = merge_shards(all_gather_object(out))
-        return merged, compute_metrics(merged["preds"], merged["joints"], merged["bbox"], self.cfg)
-
-    def _validate(self, step: int) -> Dict[str, Any]:
-        """Validation at ``step`` (all ranks call): ``NME``, ``valid_loss``, ``metrics`` (``compute_metrics``),
-        ``is_best``, ``eval_weights``, ``time`` (s), and for Lookahead ``NME_slow`` and ``NME_fast`` (the
-        weights not used for ``NME`` are evaluated too). Saves ``model_best.pth`` on a new best."""
-        from hrnet.evaluation.evaluate import recalibrate_bn
-
-        cfg, raw = self.cfg, self.raw_model
-        broadcast_buffers(raw)
-        use_slow = self.lookahead and cfg.TRAIN.LOOKAHEAD.EVAL_WEIGHTS == "slow"
-        weights = "slow" if use_slow else ("fast" if self.lookahead else "model")
-        t0 = time.time()
-        with rng_fork():
-            with (self.optimizer.slow_weights() if use_slow else contextlib.nullcontext()):
-                eval_model = raw
-                n_bn = int(cfg.TRAIN.LOOKAHEAD.BN_RECALIBRATE_BATCHES)
-                if use_slow and n_bn > 0:
-                    # Same augmented batches on every rank, so the copies agree.
-                    gen = torch.Generator().manual_seed(int(cfg.SEED) * 7919 + step)
-                    loader = DataLoader(self.train_set, batch_size=int(cfg.TRAIN.BATCH_SIZE_PER_GPU),
-                                        shuffle=True, drop_last=True, generator=gen, **self._loader_kwargs())
-                    eval_model = recalibrate_bn(raw, loader, n_bn, cfg, self.device)
-                    weights = "slow+bn"
-                merged, metrics = self._infer(eval_model)
-                nme = float(metrics["NME"])
-                is_best = nme < self.best_nme
-                if is_best:
-                    self.best_nme, self.best_epoch = nme, step
-                    if self.dist.is_main:
-                        save_checkpoint({"state_dict": eval_model.state_dict(), "epoch": step, "NME": nme,
-                                         "eval_weights": weights, "config": cfg.dump()},
-                                        os.path.join(self.run_dir, BEST))
-                if self.gallery is not None and self.writer is not None:
-                    from hrnet.evaluation.visualize import gallery_heatmaps, gallery_image
-
-                    hm = gallery_heatmaps(eval_model, self.gallery, self.amp) if cfg.TEST.VIS_HEATMAP else None
-                    self.writer.add_image(rr.TAG_PREDICTIONS, gallery_image(self.gallery, merged, hm), step,
-                                          dataformats="HWC")
-            val = {"NME": nme, "valid_loss": float(merged["loss_sum"]) / max(int(merged["count"]), 1),
-                   "metrics": metrics, "is_best": is_best, "eval_weights": weights}
-            if self.lookahead:
-                # The other weights too, so a study can tell whether slow-weight evaluation matters.
-                other = "fast" if use_slow else "slow"
-                if self.optimizer.cycle_step == 0 and weights != "slow+bn":
-                    val["NME_" + other] = nme  # just synced: fast weights == slow weights, same model
-                else:
-                    with (self.optimizer.slow_weights() if other == "slow" else contextlib.nullcontext()):
-                        val["NME_" + other] = float(self._infer(raw)[1]["NME"])
-                val["NME_" + ("slow" if use_slow else "fast")] = nme
-        val["time"] = time.time() - t0
-        return val
 
     # ------------------------------------------------------------------ training
     def _train_step(self, batch: Dict[str, Any], epoch: int, it: int, n_iter: int) -> Tuple[float, bool]:
@@ -310,50 +212,28 @@ class Trainer:
 
     def _train_one_epoch(self, epoch: int) -> Dict[str, float]:
         """Train epoch ``epoch`` (0-based); returns mean loss, times (s), throughput (images/s)."""
-        from tqdm import tqdm
-
         cfg, d = self.cfg, self.dist
         self.model.train()
-        if self.train_sampler is not None:
-            self.train_sampler.set_epoch(epoch)
+        if self.data.train_sampler is not None:
+            self.data.train_sampler.set_epoch(epoch)
         if int(cfg.WORKERS) == 0:
             # Augmentation is seeded from torch.initial_seed() (in a worker: drawn from the loader generator);
             # do the same here, so a resumed epoch repeats it exactly from the checkpointed generator.
-            torch.manual_seed(int(torch.empty((), dtype=torch.int64).random_(generator=self.generator).item()))
-        n_iter = len(self.train_loader)
+            torch.manual_seed(int(torch.empty((), dtype=torch.int64).random_(generator=self.data.generator).item()))
+        n_iter = len(self.data.train_loader)
         global_batch = int(cfg.TRAIN.BATCH_SIZE_PER_GPU) * d.world_size
-        print_freq = max(int(cfg.PRINT_FREQ), 1)
-        # A live bar on a terminal; in a log file (nohup, sweeps) a plain progress line every minute.
-        tty = sys.stderr.isatty()
-        bar = tqdm(total=n_iter * global_batch, unit="img", disable=not (d.is_main and tty), leave=False,
-                   dynamic_ncols=True, desc=f"epoch {epoch + 1}/{cfg.TRAIN.END_EPOCH}", file=sys.stderr)
-        next_report = time.time() + 60.0
-        loss_sum, window, data_time = 0.0, [], 0.0
-        t0 = t_data = time.time()
-        try:
-            for it, batch in enumerate(self.train_loader):
+        loss_sum, data_time = 0.0, 0.0
+        with EpochProgress(cfg, epoch, n_iter, global_batch, d.is_main, self.writer) as progress:
+            t_data = time.time()
+            for it, batch in enumerate(self.data.train_loader):
                 data_time += time.time() - t_data
                 loss_val, stop = self._train_step(batch, epoch, it, n_iter)
                 loss_sum += loss_val
-                window.append(loss_val)
-                if self.global_step % print_freq == 0:
-                    if self.writer is not None:
-                        self.writer.add_scalar(rr.TAG_LOSS_ITER, sum(window) / len(window), self.global_step)
-                    window = []
-                bar.update(global_batch)
-                bar.set_postfix(loss=f"{loss_val:.3e}", refresh=False)
-                if d.is_main and not tty and time.time() >= next_report:
-                    next_report += 60.0
-                    rate = (it + 1) * global_batch / (time.time() - t0)
-                    _logger.info("epoch %d/%d: %d/%d iterations | loss %.4e | %.1f img/s | epoch ETA %.1f min",
-                                 epoch + 1, cfg.TRAIN.END_EPOCH, it + 1, n_iter, loss_val, rate,
-                                 (n_iter - it - 1) * global_batch / rate / 60)
+                progress.update(it, loss_val, self.global_step)
                 if stop:
                     raise TrainingInterrupted(self.stop.signum or signal.SIGTERM)
                 t_data = time.time()
-        finally:
-            bar.close()
-        elapsed = time.time() - t0
+        elapsed = time.time() - progress.t0
         return {"train_loss": loss_sum / n_iter, "train_time": elapsed, "data_time": data_time,
                 "img_per_s": n_iter * global_batch / max(elapsed, 1e-9)}
 
@@ -371,6 +251,8 @@ class Trainer:
         if self.dist.is_main:
             os.makedirs(self.run_dir, exist_ok=True)
         with rr.run_log(self.run_dir, self.dist.rank):
+            if self.claim_note:
+                _logger.warning("%s", self.claim_note)
             try:
                 return self._run(checkpoint)
             finally:
@@ -391,7 +273,7 @@ class Trainer:
                          self.amp.reason, cfg.OUTPUT_DIR)
             for path in clean_stale_tmp(self.run_dir):  # no save is in flight yet
                 _logger.warning("removed %s, left by an interrupted save", path)
-        self._build_data()
+        self.data = build_run_data(cfg, self.dist)
         if checkpoint is not None:
             self._resume_from(checkpoint)
         # From here on Ctrl-C / SIGTERM end the run cleanly (earlier they abort the set-up at once).
@@ -402,12 +284,15 @@ class Trainer:
             self.writer = SummaryWriter(log_dir=self.run_dir)
             if checkpoint is None:
                 rr.write_hparams(self.writer, rr.hparams(cfg, self.dist.world_size))
+        d = self.data
         _logger.info("train %d samples (%d iterations/epoch), valid %d samples; optimizer %s, lr %g, %d epochs",
-                     len(self.train_set), len(self.train_loader), len(self.valid_set), cfg.TRAIN.OPTIMIZER,
-                     cfg.TRAIN.LR, cfg.TRAIN.END_EPOCH)
+                     len(d.train_set), len(d.train_loader), len(d.valid_set), cfg.TRAIN.OPTIMIZER, cfg.TRAIN.LR,
+                     cfg.TRAIN.END_EPOCH)
 
     def _run(self, checkpoint: Optional[Dict[str, Any]]) -> Dict[str, Any]:
         cfg = self.cfg
+        if checkpoint is not None:
+            self._restore_progress(checkpoint)
         try:
             self._start(checkpoint)
             if checkpoint is None:

@@ -1,13 +1,15 @@
 """Load a model file for evaluation, demo or export, and say which weights it holds.
 
-Accepted files (see ``hrnet/checkpoint.py`` for the run checkpoint layouts):
+Accepted files (see ``hrnet.runtime.checkpoint`` for the run checkpoint layouts):
 
 * ``model_best.pth``: ``{"state_dict", "epoch", "NME", "eval_weights", "config"}``; the weights
   training validated (``eval_weights``: model | fast | slow | slow+bn).
 * ``checkpoint_latest.pth``: ``state_dict`` holds the training weights; for a Lookahead run those
-  are the *fast* weights and the slow ones live in ``optimizer["lookahead"]["slow_weights"]``,
-  keyed by the parameter index in the optimizer's ``param_groups`` order
-  (``optim.factory.param_groups`` of the run's ``TRAIN.WD`` / ``TRAIN.NO_WD_BN_BIAS``).
+  are the *fast* weights and the slow ones are read by parameter name from ``slow_state_dict``.
+  Checkpoints written before that key existed hold them only in
+  ``optimizer["lookahead"]["slow_weights"]``, keyed by the parameter index in the optimizer's
+  ``param_groups`` order, which is rebuilt from the model (``optim.factory.param_groups`` of the
+  run's ``TRAIN.WD`` / ``TRAIN.NO_WD_BN_BIAS``; a note says so).
 * a plain state_dict (name -> tensor), or ``{"model": state_dict}``.
 
 The config stored in a run checkpoint (yaml text under ``config``) is compared with the
@@ -106,16 +108,37 @@ def config_mismatches(ck_cfg: CfgNode, cfg: CfgNode, keys=ARCH_KEYS) -> List[str
     return out
 
 
-def _slow_state_dict(model: nn.Module, fast: Dict[str, torch.Tensor], optimizer: Mapping,
-                     ck_cfg: Optional[CfgNode], path: str) -> Dict[str, torch.Tensor]:
-    """``fast`` with every trainable parameter replaced by its Lookahead slow weight.
+def _slow_by_name(fast: Dict[str, torch.Tensor], slow: Any, model: nn.Module,
+                  path: str) -> Dict[str, torch.Tensor]:
+    """``fast`` with the parameters named in ``slow`` (the checkpoint's ``slow_state_dict``) replaced.
 
-    Buffers (BN running statistics) stay those of ``fast``, as in training's validation.
+    Parameters it does not name (frozen in training: no slow copy) keep their fast values.
     """
+    params = dict(model.named_parameters())
+    if not isinstance(slow, Mapping) or not slow or not all(torch.is_tensor(v) for v in slow.values()):
+        raise CheckpointError(f"{path}: slow_state_dict is not a mapping of parameter names to tensors")
+    unknown = [name for name in slow if name not in params]
+    if unknown:
+        raise CheckpointError(f"{path}: slow weights for {len(unknown)} names the model of MODEL.NAME does not "
+                              f"have as parameters, e.g. {unknown[:3]}")
+    state = dict(fast)
+    for name, tensor in slow.items():
+        if tuple(tensor.shape) != tuple(params[name].shape):
+            raise CheckpointError(f"{path}: slow weight {name} has shape {tuple(tensor.shape)}, the model's "
+                                  f"{tuple(params[name].shape)}")
+        state[name] = tensor
+    return state
+
+
+def _slow_by_index(fast: Dict[str, torch.Tensor], optimizer: Mapping, model: nn.Module,
+                   ck_cfg: Optional[CfgNode], path: str) -> Dict[str, torch.Tensor]:
+    """Checkpoints written before ``slow_state_dict`` existed: the slow weights are keyed by the index
+    in the ``param_groups`` order of ``optim.factory.param_groups(model, TRAIN.WD, TRAIN.NO_WD_BN_BIAS)``
+    of the run's config, rebuilt here (group sizes and shapes checked)."""
     from optim.factory import param_groups
 
-    la = optimizer["lookahead"]
-    slow = la.get("slow_weights") if isinstance(la, Mapping) else None
+    lookahead = optimizer["lookahead"]
+    slow = lookahead.get("slow_weights") if isinstance(lookahead, Mapping) else None
     if not isinstance(slow, Mapping):
         raise CheckpointError(f"{path}: optimizer['lookahead'] has no slow_weights")
     wd = float(_get(ck_cfg, "TRAIN.WD") or 0.0) if ck_cfg is not None else 0.0
@@ -129,15 +152,96 @@ def _slow_state_dict(model: nn.Module, fast: Dict[str, torch.Tensor], optimizer:
     if sorted(slow) != list(range(len(order))):
         raise CheckpointError(f"{path}: slow weights for {len(slow)} parameters, the model has {len(order)}")
     names = {id(p): n for n, p in model.named_parameters()}
-    state = dict(fast)
-    for i, p in enumerate(order):
-        name = names[id(p)]
-        tensor = slow[i]
-        if tuple(tensor.shape) != tuple(fast[name].shape):
-            raise CheckpointError(f"{path}: slow weight {i} ({name}) has shape {tuple(tensor.shape)}, "
-                                  f"the fast one {tuple(fast[name].shape)}")
-        state[name] = tensor
-    return state
+    return _slow_by_name(fast, {names[id(p)]: slow[i] for i, p in enumerate(order)}, model, path)
+
+
+def _latest_weights(obj: Mapping, fast: Dict[str, torch.Tensor], model: nn.Module, ck_cfg: Optional[CfgNode],
+                    weights: str, path: str) -> Tuple[str, Dict[str, torch.Tensor], List[str]]:
+    """(weights used, state_dict, notes) of a ``checkpoint_latest.pth`` for the ``weights`` choice."""
+    optimizer = obj["optimizer"]
+    if "lookahead" not in optimizer:
+        if weights != "auto":
+            raise CheckpointError(f"{path} is not a Lookahead run: it has no {weights} weights")
+        return "model", fast, []
+    default = _get(ck_cfg, "TRAIN.LOOKAHEAD.EVAL_WEIGHTS") if ck_cfg is not None else None
+    used = weights if weights != "auto" else (default if default in ("slow", "fast") else "slow")
+    if used == "fast":
+        return used, fast, []
+    notes = []
+    if obj.get("slow_state_dict") is not None:
+        state = _slow_by_name(fast, obj["slow_state_dict"], model, path)
+    else:
+        state = _slow_by_index(fast, optimizer, model, ck_cfg, path)
+        notes.append("slow weights matched by their index in the optimizer (a checkpoint written before "
+                     "they were stored by name)")
+    if ck_cfg is not None and int(_get(ck_cfg, "TRAIN.LOOKAHEAD.BN_RECALIBRATE_BATCHES") or 0) > 0:
+        notes.append("slow weights with the fast weights' BN statistics (training validated "
+                     "with recalibrated BN; model_best.pth holds those)")
+    return used, state, notes
+
+
+def _choose_weights(obj: Mapping, fast: Dict[str, torch.Tensor], model: nn.Module, ck_cfg: Optional[CfgNode],
+                    weights: str, path: str) -> Tuple[str, str, Dict[str, torch.Tensor], List[str]]:
+    """(kind, weights used, state_dict, notes): which weights of the file ``weights`` selects."""
+    if "eval_weights" in obj:  # model_best.pth: one set of weights, the validated one
+        used = str(obj["eval_weights"])
+        if weights != "auto" and not used.startswith(weights):
+            raise CheckpointError(f"{path} holds only the {used} weights (asked for {weights}); "
+                                  f"use checkpoint_latest.pth for the {weights} weights")
+        return "best", used, fast, []
+    if isinstance(obj.get("optimizer"), Mapping):  # checkpoint_latest.pth
+        return ("latest",) + _latest_weights(obj, fast, model, ck_cfg, weights, path)
+    if weights != "auto":
+        raise CheckpointError(f"{path} is a plain state_dict: it has no {weights} weights")
+    return "state_dict", "model", fast, []
+
+
+def _read(path: str) -> Tuple[Mapping, Dict[str, torch.Tensor], Optional[CfgNode]]:
+    """(checkpoint dict, its model weights, its config or None)."""
+    obj = load_checkpoint(path)  # weights_only=True; names the file when missing or unreadable
+    if isinstance(obj.get("model"), Mapping) and "state_dict" not in obj:
+        obj = obj["model"]
+    return obj, extract_state_dict(obj, source=path), checkpoint_config(obj, path)
+
+
+def _check_architecture(ck_cfg: Optional[CfgNode], cfg: CfgNode, path: str, check_config: bool) -> List[str]:
+    """The :data:`ARCH_KEYS` differences: refused (``check_config``) or warned about and returned."""
+    mismatches = config_mismatches(ck_cfg, cfg) if ck_cfg is not None else []
+    if mismatches:
+        text = f"{path} was trained with another model than the config: {'; '.join(mismatches)}"
+        if check_config:
+            raise ConfigMismatchError(text + " (use the run's config.yaml, or allow the mismatch)")
+        warnings.warn(text, stacklevel=3)
+    return mismatches
+
+
+def _build(cfg: CfgNode) -> nn.Module:
+    """``build_model(cfg)`` without ``MODEL.PRETRAINED`` (the file replaces every weight)."""
+    from hrnet.models.hrnet import build_model
+
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.PRETRAINED = ""
+    cfg.freeze()
+    try:
+        return build_model(cfg)
+    except ValueError as exc:  # unsupported name / sizes, worded with the config key
+        raise ConfigError(str(exc)) from exc
+
+
+def _load_weights(model: nn.Module, state: Dict[str, torch.Tensor], cfg: CfgNode, device: torch.device,
+                  path: str) -> nn.Module:
+    """``state`` into ``model`` (strict), moved to ``device``, channels_last per ``cfg``, in eval mode."""
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{path}: the weights do not fit the model of MODEL.NAME {cfg.MODEL.NAME!r} / "
+                              f"MODEL.NUM_JOINTS {cfg.MODEL.NUM_JOINTS} ({first})") from exc
+    model.to(device)
+    if cfg.CHANNELS_LAST:
+        model.to(memory_format=torch.channels_last)
+    return model.eval()
 
 
 def load_model_file(cfg: CfgNode, path: str, device: torch.device, weights: str = "auto",
@@ -158,73 +262,17 @@ def load_model_file(cfg: CfgNode, path: str, device: torch.device, weights: str 
         CheckpointError: missing / unreadable file, weights that do not fit, unavailable ``weights``.
         ConfigMismatchError: a differing architecture key (``check_config=True``).
     """
-    from hrnet.models.hrnet import build_model
-
     if weights not in WEIGHT_CHOICES:
         raise ValueError(f"weights must be one of {WEIGHT_CHOICES}, got {weights!r}")
     path = os.fspath(path)
-    obj = load_checkpoint(path)  # weights_only=True; names the file when missing or unreadable
-    if isinstance(obj.get("model"), Mapping) and "state_dict" not in obj:
-        obj = obj["model"]
-    fast = extract_state_dict(obj, source=path)
-    ck_cfg = checkpoint_config(obj, path)
-
-    mismatches = config_mismatches(ck_cfg, cfg) if ck_cfg is not None else []
-    if mismatches:
-        text = f"{path} was trained with another model than the config: {'; '.join(mismatches)}"
-        if check_config:
-            raise ConfigMismatchError(text + " (use the run's config.yaml, or allow the mismatch)")
-        warnings.warn(text, stacklevel=2)
-
-    cfg = cfg.clone()
-    cfg.defrost()
-    cfg.MODEL.PRETRAINED = ""  # the file replaces every weight: no need for the init file
-    cfg.freeze()
-    try:
-        model = build_model(cfg)
-    except ValueError as exc:  # unsupported name / sizes, worded with the config key
-        raise ConfigError(str(exc)) from exc
-
-    optimizer = obj.get("optimizer")
-    lookahead = isinstance(optimizer, Mapping) and "lookahead" in optimizer
-    notes: List[str] = []
-    if "eval_weights" in obj:  # model_best.pth: one set of weights, the validated one
-        kind, used = "best", str(obj["eval_weights"])
-        if weights != "auto" and not used.startswith(weights):
-            raise CheckpointError(f"{path} holds only the {used} weights (asked for {weights}); "
-                                  f"use checkpoint_latest.pth for the {weights} weights")
-    elif isinstance(optimizer, Mapping):  # checkpoint_latest.pth
-        kind = "latest"
-        if not lookahead:
-            if weights != "auto":
-                raise CheckpointError(f"{path} is not a Lookahead run: it has no {weights} weights")
-            used = "model"
-        else:
-            default = _get(ck_cfg, "TRAIN.LOOKAHEAD.EVAL_WEIGHTS") if ck_cfg is not None else None
-            used = weights if weights != "auto" else (default if default in ("slow", "fast") else "slow")
-            if used == "slow":
-                fast = _slow_state_dict(model, fast, optimizer, ck_cfg, path)
-                if ck_cfg is not None and int(_get(ck_cfg, "TRAIN.LOOKAHEAD.BN_RECALIBRATE_BATCHES") or 0) > 0:
-                    notes.append("slow weights with the fast weights' BN statistics (training validated "
-                                 "with recalibrated BN; model_best.pth holds those)")
-    else:
-        kind, used = "state_dict", "model"
-        if weights != "auto":
-            raise CheckpointError(f"{path} is a plain state_dict: it has no {weights} weights")
-
-    try:
-        model.load_state_dict(fast, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"{path}: the weights do not fit the model of MODEL.NAME {cfg.MODEL.NAME!r} / "
-                              f"MODEL.NUM_JOINTS {cfg.MODEL.NUM_JOINTS} ({first})") from exc
-    model.to(device)
-    if cfg.CHANNELS_LAST:
-        model.to(memory_format=torch.channels_last)
-    epoch = obj.get("epoch")
-    nme = obj.get("NME")
+    obj, fast, ck_cfg = _read(path)
+    mismatches = _check_architecture(ck_cfg, cfg, path, check_config)
+    model = _build(cfg)
+    kind, used, state, notes = _choose_weights(obj, fast, model, ck_cfg, weights, path)
+    model = _load_weights(model, state, cfg, device, path)
+    epoch, nme = obj.get("epoch"), obj.get("NME")
     info = ModelFileInfo(path=path, kind=kind, weights=used,
                          epoch=int(epoch) if isinstance(epoch, (int, float)) else None,
                          nme=float(nme) if isinstance(nme, (int, float)) else None,
                          config=ck_cfg, mismatches=mismatches, notes=notes)
-    return model.eval(), info
+    return model, info

@@ -10,7 +10,10 @@ Files of a run (``OUTPUT_DIR/<experiment>/``):
   "epoch", "global_step", "best_nme", "best_epoch", "history", "rng", "wall_time", "config",
   "format_version"}``; ``epoch`` is the number of *completed* training epochs, so training
   continues with epoch index ``epoch``. ``state_dict`` holds the training (for Lookahead: fast)
-  weights.
+  weights; ``slow_state_dict`` (Lookahead runs; None otherwise) the slow weights keyed by
+  parameter name, the same tensors as ``optimizer["lookahead"]["slow_weights"]`` (keyed by the
+  index in the optimizer's ``param_groups`` order, which only a model and optimizer built the
+  same way can decode), stored once.
 * ``model_best.pth``: ``{"state_dict", "epoch", "NME", "eval_weights", "config"}``, the weights
   that gave the best validation NME (for Lookahead by default the slow weights, with
   recalibrated BN statistics when that is on). ``tools/test.py --model-file`` reads it.
@@ -30,7 +33,7 @@ import torch
 
 __all__ = ["save_checkpoint", "load_checkpoint", "extract_state_dict", "get_rng_state", "set_rng_state",
            "seed_everything", "rng_fork", "CheckpointError", "jsonable", "write_json", "FORMAT_VERSION",
-           "RESUME_FREE_KEYS", "training_state", "load_training_state", "restore_training_state",
+           "RESUME_FREE_KEYS", "training_state", "slow_state_dict", "load_training_state", "restore_training_state",
            "changed_config_keys", "clean_stale_tmp"]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -219,12 +222,14 @@ def training_state(*, model: torch.nn.Module, optimizer, scheduler, warmup, scal
                    config: str) -> Dict[str, Any]:
     """The content of ``checkpoint_latest.pth`` (see the module docstring); ``rng`` holds one
     :func:`get_rng_state` per rank, ``config`` the yaml dump, ``wall_time`` seconds."""
+    optimizer_state = optimizer.state_dict()
     return {
         "format_version": FORMAT_VERSION,
         "epoch": int(epoch),
         "global_step": int(global_step),
         "state_dict": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
+        "optimizer": optimizer_state,
+        "slow_state_dict": slow_state_dict(model, optimizer, optimizer_state),
         "scheduler": scheduler.state_dict(),
         "warmup": warmup.state_dict() if warmup is not None else None,
         "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
@@ -238,19 +243,44 @@ def training_state(*, model: torch.nn.Module, optimizer, scheduler, warmup, scal
     }
 
 
+def slow_state_dict(model: torch.nn.Module, optimizer, optimizer_state: Mapping[str, Any]
+                    ) -> Optional[Dict[str, torch.Tensor]]:
+    """Lookahead's slow weights keyed by parameter name (``model.named_parameters()``), or None when
+    ``optimizer_state`` (``optimizer.state_dict()``) has no ``lookahead`` entry.
+
+    ``optimizer_state["lookahead"]["slow_weights"][i]`` belongs to the i-th parameter of
+    ``optimizer.param_groups`` (``optim.Lookahead.state_dict``); the values are those tensors
+    themselves, so a checkpoint holding both stores them once.
+    """
+    lookahead = optimizer_state.get("lookahead")
+    if not isinstance(lookahead, Mapping):
+        return None
+    names = {id(p): name for name, p in model.named_parameters()}
+    order = [p for group in optimizer.param_groups for p in group["params"]]
+    slow = lookahead["slow_weights"]
+    unnamed = [i for i, p in enumerate(order) if id(p) not in names]
+    if unnamed or len(slow) != len(order):
+        raise ValueError(f"slow_state_dict: {len(slow)} slow weights for {len(order)} optimizer parameters, "
+                         f"{len(unnamed)} of them not parameters of the model")
+    return {names[id(p)]: slow[i] for i, p in enumerate(order)}
+
+
 def load_training_state(path: PathLike, cfg) -> Dict[str, Any]:
     """Read a ``checkpoint_latest.pth`` for resuming with ``cfg``.
 
-    Raises ``CheckpointError`` for another format version and ``configs.ConfigError`` (one line
-    listing every changed key) when ``cfg`` differs from the checkpoint's config outside
-    :data:`RESUME_FREE_KEYS`.
+    Raises ``CheckpointError`` for another format version or a checkpoint without its config (the
+    resume could not check what changed), and ``configs.ConfigError`` (one line listing every
+    changed key) when ``cfg`` differs from the checkpoint's config outside :data:`RESUME_FREE_KEYS`.
     """
     from configs import ConfigError
 
     ck = load_checkpoint(path, map_location="cpu")
     if ck.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: checkpoint format {ck.get('format_version')!r}, expected {FORMAT_VERSION}")
-    changed = changed_config_keys(ck.get("config") or "", cfg)
+    if not isinstance(ck.get("config"), str) or not ck["config"].strip():
+        raise CheckpointError(f"{path}: the checkpoint stores no config, so a resume cannot check that the "
+                              f"settings are unchanged; start a new run (EXPERIMENT_NAME) instead of --resume")
+    changed = changed_config_keys(ck["config"], cfg)
     if changed:
         raise ConfigError(f"cannot resume {path} with a changed config ({'; '.join(changed)}); only "
                           f"{', '.join(sorted(RESUME_FREE_KEYS))} may change; start a new run (EXPERIMENT_NAME) "

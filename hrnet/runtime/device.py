@@ -8,9 +8,10 @@ and its reason are made once and logged once.
 
 * ``off``: float32 everywhere.
 * ``on``: autocast with ``AMP.DTYPE`` (bf16 or fp16; fp16 only on CUDA, with a GradScaler).
-* ``auto``: bf16 where the hardware computes it natively (CUDA devices with bf16 support; CPUs
-  with AVX512-BF16 or AMX-BF16), float32 elsewhere. On a CPU without native bf16 (e.g. AVX2
-  only), PyTorch emulates bf16 and a train step is several times slower than float32.
+* ``auto``: bf16 where the hardware computes it natively (CUDA devices of compute capability 8.0
+  or newer; CPUs with AVX512-BF16 or AMX-BF16), float32 elsewhere. Never emulated bf16: on a CPU
+  without it (e.g. AVX2 only) or an older GPU, PyTorch emulates bf16 and a train step is several
+  times slower than float32.
 
 The model keeps its last head convolution and the loss in float32 whatever the policy: bf16
 heatmaps quantise to about 0.004 and spoil sub-pixel decoding.
@@ -26,7 +27,8 @@ from typing import ContextManager, Optional
 
 import torch
 
-__all__ = ["configure_backends", "select_device", "cpu_has_native_bf16", "AmpPolicy", "amp_policy", "amp_policy_from_cfg", "DeviceError"]
+__all__ = ["configure_backends", "select_device", "cpu_has_native_bf16", "cuda_has_native_bf16", "AmpPolicy",
+           "amp_policy", "amp_policy_from_cfg", "DeviceError"]
 
 _logger = logging.getLogger(__name__)
 
@@ -63,18 +65,27 @@ def configure_backends(deterministic: bool, cudnn_benchmark: bool) -> None:
         torch.backends.cudnn.benchmark = bool(cudnn_benchmark)
 
 
-@functools.lru_cache(maxsize=1)
-def cpu_has_native_bf16() -> bool:
-    """True when this CPU computes bf16 in hardware (AVX512-BF16 or AMX-BF16 in /proc/cpuinfo)."""
+#: Where the CPU's feature flags are read (a module attribute so tests can point it elsewhere).
+CPUINFO = "/proc/cpuinfo"
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_flags(path: str) -> frozenset:
+    """The feature flags of the first ``flags`` line of ``path`` (empty when unreadable)."""
     try:
-        with open("/proc/cpuinfo") as f:
+        with open(path) as f:
             for line in f:
                 if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return any(flag in flags for flag in _BF16_CPU_FLAGS)
+                    return frozenset(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return False
+    return frozenset()
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU computes bf16 in hardware (AVX512-BF16 or AMX-BF16 in :data:`CPUINFO`)."""
+    flags = _cpu_flags(CPUINFO)
+    return any(flag in flags for flag in _BF16_CPU_FLAGS)
 
 
 @dataclass(frozen=True)
@@ -110,9 +121,18 @@ class AmpPolicy:
         return torch.amp.GradScaler(self.device.type, enabled=self.use_scaler)
 
 
+def cuda_has_native_bf16(device: torch.device) -> bool:
+    """True when CUDA ``device`` computes bf16 in hardware: compute capability 8.0 (Ampere) or newer,
+    or a ROCm device. ``torch.cuda.is_bf16_supported()`` also counts emulation on older GPUs, where
+    bf16 is slower than float32, and asks about the current device rather than ``device``."""
+    if torch.version.hip:
+        return True
+    return torch.cuda.get_device_capability(device) >= (8, 0)
+
+
 def _native_bf16(device: torch.device) -> bool:
     if device.type == "cuda":
-        return bool(torch.cuda.is_bf16_supported())
+        return cuda_has_native_bf16(device)
     if device.type == "cpu":
         return cpu_has_native_bf16()
     return False

@@ -1,0 +1,59 @@
+"""How a training epoch reports its progress while it runs.
+
+On a terminal a live bar (rank 0); in a log file (nohup, sweeps) a plain progress line every
+minute; to TensorBoard the mean loss of every ``PRINT_FREQ`` iterations (``train/loss_iter``,
+step = global iteration). The epoch's own summary line is ``run_record.epoch_line``'s.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import List
+
+from hrnet.engine.run_record import TAG_LOSS_ITER
+
+__all__ = ["EpochProgress"]
+
+_logger = logging.getLogger(__name__)
+
+
+class EpochProgress:
+    """The progress display of epoch ``epoch`` (0-based) of ``n_iter`` iterations of ``global_batch``
+    images; ``writer``: the run's SummaryWriter (None on ranks > 0). Use as a context manager."""
+
+    def __init__(self, cfg, epoch: int, n_iter: int, global_batch: int, is_main: bool, writer=None) -> None:
+        from tqdm import tqdm
+
+        self.epoch, self.end_epoch = epoch, int(cfg.TRAIN.END_EPOCH)
+        self.n_iter, self.global_batch = n_iter, global_batch
+        self.print_freq = max(int(cfg.PRINT_FREQ), 1)
+        self.writer, self.is_main = writer, is_main
+        self.tty = sys.stderr.isatty()
+        self.bar = tqdm(total=n_iter * global_batch, unit="img", disable=not (is_main and self.tty), leave=False,
+                        dynamic_ncols=True, desc=f"epoch {epoch + 1}/{self.end_epoch}", file=sys.stderr)
+        self.t0 = time.time()
+        self.next_report = self.t0 + 60.0
+        self.window: List[float] = []  # losses since the last train/loss_iter point
+
+    def __enter__(self) -> "EpochProgress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.close()
+
+    def update(self, it: int, loss: float, global_step: int) -> None:
+        """After iteration ``it`` (0-based) of loss ``loss``; ``global_step``: iterations done in the run."""
+        self.window.append(loss)
+        if global_step % self.print_freq == 0:
+            if self.writer is not None:
+                self.writer.add_scalar(TAG_LOSS_ITER, sum(self.window) / len(self.window), global_step)
+            self.window = []
+        self.bar.update(self.global_batch)
+        self.bar.set_postfix(loss=f"{loss:.3e}", refresh=False)
+        if self.is_main and not self.tty and time.time() >= self.next_report:
+            self.next_report += 60.0
+            rate = (it + 1) * self.global_batch / (time.time() - self.t0)
+            _logger.info("epoch %d/%d: %d/%d iterations | loss %.4e | %.1f img/s | epoch ETA %.1f min",
+                         self.epoch + 1, self.end_epoch, it + 1, self.n_iter, loss, rate,
+                         (self.n_iter - it - 1) * self.global_batch / rate / 60)
