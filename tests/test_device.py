@@ -66,3 +66,14 @@ def test_off_and_fp16_on_cpu(cpu_flags):
     assert dev.amp_policy("off", "bf16", CPU).dtype is None
     fp16 = dev.amp_policy("on", "fp16", CPU)
     assert fp16.dtype is None and "CUDA-only" in fp16.reason and not fp16.use_scaler
+
+
+def test_describe_machine_names_the_cpu_and_its_relevant_flags(cpu_flags):
+    cpu_flags("fpu sse2 avx2 fma avx512f amx_tile amx_bf16 avx512_vnni")
+    got = dev.describe_machine(CPU)
+    assert got["cpu"] == "fake"
+    assert got["cpu_flags"] == ["avx2", "avx512f", "amx_bf16", "amx_tile", "fma"]
+    assert got["threads"] == torch.get_num_threads() and got["torch"] == torch.__version__
+    assert got["device"] == "cpu" and "gpu" not in got
+    cpu_flags(None)
+    assert dev.describe_machine(CPU)["cpu"] == "unknown" and dev.describe_machine(CPU)["cpu_flags"] == []

@@ -78,6 +78,8 @@ def test_end_to_end_run_writes_everything(real_hands, tmp_path):
     assert metrics["history"][metrics["best_epoch"]]["NME"] == metrics["best_NME"]
     assert metrics["final_NME"] == metrics["history"][-1]["NME"] == metrics["final"]["NME"]
     assert metrics["final"]["num_images"] == 8 and len(metrics["final"]["per_joint_NME"]) == 21
+    assert metrics["machine"]["threads"] == torch.get_num_threads() and metrics["machine"]["device"] == "cpu"
+    assert metrics["machine"]["cpu"]  # the CPU model, reported beside every number
     assert metrics["wall_time_s"] > 0 and metrics["history"][-1]["eval_weights"] == "slow+bn"
 
     acc, tb = scalars(str(run))

@@ -202,11 +202,12 @@ def epoch_line(entry: Mapping[str, Any], end_epoch: int, best_epoch: int, val: M
 
 def metrics_summary(cfg, world_size: int, *, status: str, epochs_completed: int, best_nme: float,
                     best_epoch: int, wall_time: float, history: Sequence[Mapping[str, Any]],
-                    skipped: Sequence[str] = ()) -> Dict[str, Any]:
+                    skipped: Sequence[str] = (), machine: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
     """The content of ``metrics.json``: status (running | finished | interrupted | diverged |
     failed), final / best / untrained NME, losses, wall time (s), final metrics, :func:`hparams`,
-    the samples left out by ``DATASET.ON_BAD_SAMPLE skip`` (one line each) and the per-epoch
-    history (without per-epoch metric dicts)."""
+    the samples left out by ``DATASET.ON_BAD_SAMPLE skip`` (one line each), the machine of the
+    latest session (``hrnet.runtime.device.describe_machine``) and the per-epoch history (without
+    per-epoch metric dicts)."""
     from configs import experiment_name
 
     last = history[-1] if history else {}
@@ -227,6 +228,7 @@ def metrics_summary(cfg, world_size: int, *, status: str, epochs_completed: int,
         "world_size": int(world_size),
         "num_images_skipped": len(skipped),
         "skipped": list(skipped),
+        "machine": dict(machine or {}),
         "history": [{k: v for k, v in h.items() if k != "metrics"} for h in history],
     }
 

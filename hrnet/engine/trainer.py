@@ -40,7 +40,7 @@ from hrnet.models.loss import JointsMSELoss, NonFiniteLossError
 from hrnet.runtime.checkpoint import (CheckpointError, clean_stale_tmp, get_rng_state, jsonable, load_training_state,
                                       restore_training_state, save_checkpoint, seed_everything, set_rng_state,
                                       training_state)
-from hrnet.runtime.device import amp_policy_from_cfg, configure_backends
+from hrnet.runtime.device import amp_policy_from_cfg, configure_backends, describe_machine
 
 __all__ = ["Trainer", "NonFiniteLossError", "TrainingInterrupted", "LATEST", "BEST", "METRICS"]
 
@@ -160,7 +160,8 @@ class Trainer(ValidationMixin):
         summary = rr.metrics_summary(self.cfg, self.dist.world_size, status=self.status, epochs_completed=self.epoch,
                                      best_nme=self.best_nme, best_epoch=self.best_epoch,
                                      wall_time=self._wall_time(), history=self.history,
-                                     skipped=self.data.skipped if self.data is not None else ())
+                                     skipped=self.data.skipped if self.data is not None else (),
+                                     machine=describe_machine(self.device))
         if self.dist.is_main:
             rr.write_metrics(self.run_dir, summary)
         return jsonable(summary)
