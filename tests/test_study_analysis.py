@@ -1,7 +1,9 @@
 """The study's analysis on hand-made annotation files and run folders (no training, in-process):
 floors against a hand computation, Holm's worked example, common seeds, censoring, same-LR pairs,
 which runs enter the statistics, pairing by seed, report labels, higher-is-better metrics, the
-real-photo cache and the study file's real-photo folder."""
+real-photo cache and the study file's real-photo folder; the plan's order and the study folder,
+the trend with training length, the calibration, each run's machine and --report-only from the
+small records a repository keeps."""
 from __future__ import annotations
 
 import json
@@ -159,17 +161,17 @@ def _study(tmp_path, arms, seeds=(0, 1, 2), end_epoch=3, extra=""):
     return load_study(str(path))
 
 
-def _run(out, name, seed, final, hp, status="finished", epochs=3, pck=0.5, nme_curve=None):
-    """``out/name_seed<seed>/metrics.json`` of a run that ended at ``final`` NME after ``epochs``."""
+def _run(out, name, seed, final, hp, status="finished", epochs=3, pck=0.5, nme_curve=None, machine=None):
+    """``out/runs/name_seed<seed>/metrics.json`` of a run that ended at ``final`` NME after ``epochs``."""
     curve = nme_curve or [0.7, 0.5, final - 0.02][:epochs] + [final]  # best 0.02 below the final NME
     hist = [{"epoch": e, "NME": v, "valid_loss": v / 100, "wall_time": 10.0 * e} for e, v in enumerate(curve)]
-    d = os.path.join(out, f"{name}_seed{seed}")
+    d = os.path.join(out, "runs", f"{name}_seed{seed}")
     os.makedirs(d, exist_ok=True)
     with open(os.path.join(d, "metrics.json"), "w") as f:
         json.dump({"status": status, "epochs_completed": epochs, "end_epoch": epochs, "final_NME": final,
                    "best_NME": min(curve), "final_valid_loss": final / 100, "wall_time_s": 30.0,
                    "final": {"PCK@0.2": pck, "AUC": pck / 2, "EPE": 3.0}, "hparams": dict(hp, seed=seed),
-                   "history": hist}, f)
+                   "history": hist, **({"machine": machine} if machine else {})}, f)
 
 
 ADAM = {"optimizer": "adam", "inner": "adam", "lr": 0.0001, "batch": 32, "wd": 0.0, "epochs": 3}
@@ -368,3 +370,243 @@ def test_real_hands_folder_is_a_study_key_or_an_option(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert load_study(str(path), real_hands="here/photos").real_hands == str(tmp_path / "here" / "photos")
     assert load_study(str(path), real_hands="").real_hands is None
+
+
+# ---------------------------------------------------------------------------- plan, study folder
+def test_plan_orders_by_priority_then_seed_then_file_order(tmp_path):
+    from hrnet.study.spec import StudyError, load_study, output_dir, plan_runs
+
+    path = tmp_path / "s.yaml"
+    path.write_text(f"seeds: [0, 1]\narms:\n  - {{name: late, config: {CFG}/hand_adam.yaml, priority: 2}}\n"
+                    f"  - {{name: a, config: {CFG}/hand_adam.yaml}}\n"
+                    f"  - {{name: b, config: {CFG}/hand_adam.yaml, seeds: [0, 1, 2]}}\n"
+                    f"  - {{name: first, config: {CFG}/hand_adam.yaml, priority: -1, seeds: [1]}}\n")
+    study = load_study(str(path))
+    runs = plan_runs(study, "out")
+    assert [r.name for r in runs] == ["first_seed1", "a_seed0", "b_seed0", "a_seed1", "b_seed1", "b_seed2",
+                                      "late_seed0", "late_seed1"]
+    assert runs[0].run_dir == str(tmp_path / "out" / "runs" / "first_seed1")
+    opts = list(runs[0].opts)
+    assert opts[opts.index("OUTPUT_DIR") + 1] == str(tmp_path / "out" / "runs")
+    # The study folder: --out, else the file's out (relative to the file), else output/studies/<name>.
+    assert output_dir(study) == os.path.join("output", "studies", "s")
+    path.write_text(path.read_text() + "out: ../docs/here\n")
+    study = load_study(str(path))
+    assert output_dir(study) == str(tmp_path.parent / "docs" / "here")
+    assert output_dir(study, "elsewhere") == "elsewhere"
+    for bad, words in (("priority: high", "priority must be an integer"), ("priority: true", "priority"),):
+        path.write_text(f"arms:\n  - {{name: a, config: {CFG}/hand_adam.yaml, {bad}}}\n")
+        with pytest.raises(StudyError, match=words):
+            load_study(str(path))
+    path.write_text(f"out: 3\narms:\n  - {{name: a, config: {CFG}/hand_adam.yaml}}\n")
+    with pytest.raises(StudyError, match="out must be a folder"):
+        load_study(str(path))
+
+
+# ---------------------------------------------------------------------------- trend with training length
+def test_pairs_and_length_variants_need_the_same_setting_but_the_length():
+    from hrnet.study.comparisons import lookahead_pairs
+    from hrnet.study.trend import length_variants
+
+    def entry(family, epochs, its, steps, **kw):
+        setting = {"lr": 1e-4, "batch": 32, "epochs": epochs, "TRAIN.END_EPOCH": epochs, "TRAIN.LR_STEP": steps,
+                   "iterations": its, "optimizer": family[:9], "k": kw.get("k"), "alpha": kw.get("alpha")}
+        return {"family": family, "lr": 1e-4, "k": kw.get("k"), "alpha": kw.get("alpha"), "setting": setting}
+
+    la = {"k": 5, "alpha": 0.5}
+    arms = {"adam": entry("adam", 30, 900, [20, 25]), "adam_e6": entry("adam", 6, 180, [4, 5]),
+            "adam_fewer": entry("adam", 30, 450, [20, 25]), "la": entry("lookahead(adam)", 30, 900, [20, 25], **la),
+            "la_e6": entry("lookahead(adam)", 6, 180, [4, 5], **la),
+            "la_e6_steps": entry("lookahead(adam)", 6, 180, [2, 3], **la)}
+    # Each Lookahead arm pairs with Adam at its own length only; fewer images (fewer iterations) is
+    # another setting although the epochs agree, and so are other LR steps.
+    assert lookahead_pairs(arms) == [("la", "adam"), ("la_e6", "adam_e6")]
+    # A shorter version: LR steps at the same fractions of the epochs; fewer images or other steps are not.
+    assert length_variants(arms, "adam") == {"adam_e6": "adam", "la_e6": "la"}
+
+
+LENGTHS = ((30, [20, 25]), (12, [8, 10]), (6, [4, 5]))
+
+
+def _trend_study(tmp_path):
+    """Adam and Lookahead(Adam) at LR 1e-4 at 30, 12 and 6 epochs (LR steps at the same fractions),
+    at LR 1e-3 at 30 and 6 epochs; 3 training images, batch 1: 3 iterations per epoch; seeds 0-4."""
+    arms = []
+    for lr, tag in ((0.0001, ""), (0.001, "_lr1e-3")):
+        for epochs, steps in LENGTHS:
+            if lr == 0.001 and epochs == 12:
+                continue
+            over = {"TRAIN.LR": lr, "TRAIN.END_EPOCH": epochs, "TRAIN.LR_STEP": steps}
+            suffix = tag + ("" if epochs == 30 else f"_e{epochs}")
+            arms += [(f"adam{suffix}", "hand_adam.yaml", over), (f"la{suffix}", "hand_lookahead_adam.yaml", over)]
+    extra = "  TRAIN.BATCH_SIZE_PER_GPU: 1\n  DATASET.MAX_TRAIN_SAMPLES: 3\nreal_hands: false\nout: study"
+    return _study(tmp_path, arms, seeds=range(5), end_epoch=30, extra=extra)
+
+
+# Per seed noise of the gap, two patterns whose per-seed difference averages 0.
+NOISE_A = (0.002, -0.001, 0.0, -0.002, 0.001)
+NOISE_B = (-0.001, 0.002, -0.002, 0.001, 0.0)
+
+
+def _write_trend_runs(out):
+    """LR 1e-4: the gap Lookahead - Adam grows with length (+0.002, +0.010, +0.020 plus noise);
+    LR 1e-3: it holds (+0.010 at 6 and 30 epochs, noise patterns that cancel on average)."""
+    for s in range(5):
+        for epochs, _ in LENGTHS:
+            suffix = "" if epochs == 30 else f"_e{epochs}"
+            adam = 0.30 - 0.003 * epochs + 0.004 * s
+            hp = dict(ADAM, epochs=epochs)
+            _run(out, f"adam{suffix}", s, adam, hp, epochs=epochs)
+            gap = {6: 0.002, 12: 0.010, 30: 0.020}[epochs] + 0.0005 * s * epochs / 6
+            _run(out, f"la{suffix}", s, adam + gap, dict(LA, epochs=epochs), epochs=epochs)
+            if epochs != 12:
+                hp = dict(ADAM, lr=0.001, epochs=epochs)
+                _run(out, f"adam_lr1e-3{suffix}", s, adam - 0.01, hp, epochs=epochs)
+                noise = (NOISE_A if epochs == 6 else NOISE_B)[s]
+                _run(out, f"la_lr1e-3{suffix}", s, adam - 0.01 + 0.010 + noise, dict(LA, lr=0.001, epochs=epochs),
+                     epochs=epochs)
+
+
+def test_trend_with_training_length(tmp_path):
+    from hrnet.study.report import render_markdown, write_report
+
+    study = _trend_study(tmp_path)
+    out = tmp_path / "study"
+    _write_trend_runs(str(out))
+    rep = _analyse(study, out)
+    assert rep["length_variants"] == {"adam_e12": "adam", "la_e12": "la", "adam_e6": "adam", "la_e6": "la",
+                                      "adam_lr1e-3_e6": "adam_lr1e-3", "la_lr1e-3_e6": "la_lr1e-3"}
+    # The other families compare arms at the reference's length only.
+    assert [(p["lr"], p["lookahead_arm"]) for p in rep["same_lr"]["pairs"]] == [(0.0001, "la"), (0.001, "la_lr1e-3")]
+    assert set(rep["comparisons"]) == {"la", "adam_lr1e-3", "la_lr1e-3"}
+    assert [p["lr"] for p in rep["sensitivity"]["lr_lines"]["adam"]] == [0.0001, 0.001]
+    tr = rep["trend"]
+    assert tr["family_size"] == 5 and tr["user_iterations"] == 19800
+    grows, holds = tr["lines"]  # the reference's line first
+    assert (grows["reference_line"], grows["lr"], holds["reference_line"], holds["lr"]) == (True, 0.0001, False, 0.001)
+    assert [(p["epochs"], p["iterations"], p["lr_step"]) for p in grows["points"]] == [
+        (6, 18, [4, 5]), (12, 36, [8, 10]), (30, 90, [20, 25])]
+    for p, gap in zip(grows["points"], (0.002, 0.010, 0.020)):
+        assert p["comparison"]["diffs"] == pytest.approx([gap + 0.0005 * s * p["epochs"] / 6 for s in range(5)])
+        assert p["comparison"]["family_size"] == 5
+    c = grows["change"]
+    assert (c["shortest"], c["longest"], c["seeds"]) == ("la_e6", "la", [0, 1, 2, 3, 4])
+    assert c["diffs"] == pytest.approx([0.018 + 0.0005 * s * 4 for s in range(5)])
+    assert c["ci_low"] > 0 and c["trend"] == "grows"
+    assert (c["gap_shortest"], c["gap_longest"]) == (pytest.approx(0.003), pytest.approx(0.025))
+    h = holds["change"]
+    assert h["mean_diff"] == pytest.approx(0.0, abs=1e-12) and h["trend"] == "holds (no detectable change)"
+    assert h["diffs"] == pytest.approx([b - a for a, b in zip(NOISE_A, NOISE_B)])
+    assert grows["measured_iterations"] == [18, 90] and grows["user_outside"]
+    line = next(s for s in rep["verdict"] if s.startswith("Lookahead(adam) - adam at LR 0.0001"))
+    assert "the gap grows (against Lookahead)" in line
+    assert "The user's 19,800 iterations lie outside the measured range (18..90" in line
+    md = render_markdown(rep, [])
+    rows = _table(md, "epochs (LR steps)")
+    assert rows["la_e6 - adam_e6"]["iterations / run"] == "18"
+    assert rows["la - adam"]["epochs (LR steps)"] == "30 (20, 25)"
+    assert rows["la - adam"]["mean diff"] == f"{grows['points'][2]['comparison']['mean_diff']:+.4f}"
+    assert "**grows** (against Lookahead)" in md and "**holds (no detectable change)**" in md
+    names = {os.path.basename(p) for p in write_report(rep, str(out))}
+    assert {"trend.png", "calibration.png"} <= names
+
+
+def test_trend_needs_three_common_seeds_and_a_second_length(tmp_path):
+    from hrnet.study.trend import trend
+
+    study = _trend_study(tmp_path)
+    out = tmp_path / "study"
+    _write_trend_runs(str(out))
+    import shutil
+
+    for s in (2, 3, 4):  # the shortest Lookahead arm finished seeds 0 and 1 only
+        shutil.rmtree(out / "runs" / f"la_e6_seed{s}")
+    rep = _analyse(study, out)
+    c = rep["trend"]["lines"][0]["change"]
+    assert c["seeds"] == [0, 1] and c["trend"] == stats.TOO_FEW
+    assert rep["trend"]["lines"][0]["points"][0]["comparison"]["verdict"] == stats.TOO_FEW
+    no_lengths = {a: e for a, e in rep["arms"].items() if not a.endswith(("_e6", "_e12"))}
+    assert trend({}, no_lengths, "adam", 19800)["lines"] == []
+
+
+# ---------------------------------------------------------------------------- calibration, machine
+def test_calibration_against_the_floor():
+    from hrnet.study.calibration import calibration, calibration_sentence
+
+    floors = {"valid": {"box_centre": {"NME": 0.30}, "constant_layout": {"NME": 0.28}}}
+    runs = [{"arm": "adam", "seed": s, "status": "finished", "final_NME": v, "iterations": 2790}
+            for s, v in enumerate((0.19, 0.21, 0.20))]
+    runs.append({"arm": "adam", "seed": 3, "status": "partial", "final_NME": 0.01, "iterations": 2790})
+    cal = calibration("adam", runs, floors)
+    assert cal["fraction_of_floor"] == pytest.approx(0.20 / 0.30) and cal["reached"] is True
+    assert cal["seeds"] == [0, 1, 2] and cal["target_NME"] == pytest.approx(0.21)
+    text = calibration_sentence(cal)
+    assert "0.2000 over 3 seeds after 2,790 iterations, 0.67 x the box-centre floor (0.3000)" in text
+    assert "at or below 0.7 x (0.2100)" in text
+    above = calibration("adam", [dict(r, final_NME=0.25) for r in runs], floors)
+    assert above["reached"] is False
+    assert "the study does not reach 0.7 x at this scale (the closest scale used)" in calibration_sentence(above)
+    assert calibration("adam", [], {})["reached"] is None
+    assert "not judged" in calibration_sentence(calibration("adam", runs, {"available": False}))
+
+
+def test_each_run_reports_its_machine(tmp_path):
+    from hrnet.study.report import render_markdown
+
+    study = _study(tmp_path, [("adam", "hand_adam.yaml", {})], seeds=(0, 1))
+    out = tmp_path / "out"
+    amx = {"cpu": "Intel(R) Xeon(R) Platinum 8480+", "cpu_flags": ["avx2", "amx_tile"], "torch": "2.14.1",
+           "threads": 2, "device": "cpu"}
+    _run(out, "adam", 0, 0.2, ADAM, machine=amx)
+    _run(out, "adam", 1, 0.2, ADAM)  # recorded before metrics.json had a machine entry
+    rep = _analyse(study, out)
+    assert [r["machine"] for r in rep["runs"]] == [amx, None]
+    md = render_markdown(rep, [])
+    assert f"CPU models: {amx['cpu']} (1 run); not recorded (1 run)." in md
+    rows = _table(md, "torch threads")
+    assert (rows["adam_seed0"]["CPU"], rows["adam_seed0"]["torch threads"]) == (amx["cpu"], "2")
+    assert (rows["adam_seed1"]["CPU"], rows["adam_seed1"]["torch threads"], rows["adam_seed1"]["device"]) == \
+        ("-", "-", "-")
+
+
+# ---------------------------------------------------------------------------- --report-only
+def _study_cli():
+    """tools/study.py's main, imported from its file (the tools import their helpers by path)."""
+    import importlib.util
+    import sys
+
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    spec = importlib.util.spec_from_file_location("study_cli", os.path.join(ROOT, "tools", "study.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.main
+
+
+def test_report_only_from_the_small_records_alone(tmp_path, capsys):
+    import shutil
+
+    study = _trend_study(tmp_path)  # out: study (relative to the study file)
+    out = tmp_path / "study"
+    _write_trend_runs(str(out))
+    main = _study_cli()
+    for d in (out / "runs").iterdir():  # what a repository keeps besides metrics.json
+        (d / "study_sessions.json").write_text(json.dumps([{"wall_s": 40.0, "exit_status": 0}]))
+    assert main([study.path, "--report-only", "--no-real-hands"]) == 0
+    first = json.loads((out / "report.json").read_text())
+    assert first["study"]["out_dir"] == "study"
+    # Another machine: no annotation files (floors from floors.json), only the committed files.
+    shutil.rmtree(tmp_path / "data")
+    for name in ("report.json", "report.md", "trend.png"):
+        (out / name).unlink()
+    assert main([study.path, "--report-only", "--no-real-hands"]) == 0
+    again = json.loads((out / "report.json").read_text())
+    for key in ("arms", "comparisons", "same_lr", "trend", "calibration", "floors", "ranking", "verdict"):
+        if key == "floors":
+            first[key].pop("source"), again[key].pop("source")
+        assert again[key] == first[key], key
+    assert (out / "trend.png").is_file()
+    # --out wins over the file's out: a folder without runs.
+    assert main([study.path, "--report-only", "--no-real-hands", "--out", "elsewhere"]) == 1
+    elsewhere = json.loads((tmp_path / "elsewhere" / "report.json").read_text())
+    assert {r["status"] for r in elsewhere["runs"]} == {"not run"}
+    capsys.readouterr()

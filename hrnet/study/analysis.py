@@ -1,11 +1,17 @@
 """A study's results: every run folder read back (:func:`collect`) and the report dict (:func:`analyse`).
 
+``collect`` reads each planned run's folder ``<out>/runs/<arm>_seed<s>/``, from its small records
+alone (``metrics.json``, ``config.yaml``, ``real_hands.json``, ``study_sessions.json``: what a
+repository keeps of a study), so ``tools/study.py --report-only`` works without checkpoints.
 ``analyse`` assembles, in this order: the protocol and scale (with training iterations beside
-the user's), the no-learning floors (``floors.py``), per-arm statistics over all finished seeds
-(final NME as a fraction of the floor, "has not learned", censored epochs-to-reach), the paired
-comparisons with Holm-adjusted verdicts (``comparisons.py``), the rankings, sensitivity and
-real-photo results on common seeds (``rankings.py``) and the verdict sentences (``verdict.py``).
-Only finished runs enter any statistic. Paths in the report are relative to the working directory.
+the user's), the no-learning floors (``floors.py``) and the calibration of the scale
+(``calibration.py``), per-arm statistics over all finished seeds (final NME as a fraction of the
+floor, "has not learned", censored epochs-to-reach), the paired comparisons with Holm-adjusted
+verdicts (``comparisons.py``), the trend with training length (``trend.py``), the rankings,
+sensitivity and real-photo results on common seeds (``rankings.py``) and the verdict sentences
+(``verdict.py``). Arms that are shorter or longer versions of another arm enter the trend only;
+every other family compares arms at the reference's training length. Only finished runs enter
+any statistic. Paths in the report are relative to the working directory.
 """
 from __future__ import annotations
 
@@ -16,15 +22,18 @@ import signal
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from configs import load_config
-from hrnet.engine.run_record import LATEST, read_metrics
+from hrnet.engine.run_record import LATEST, hparams, read_metrics
 from hrnet.study import stats
+from hrnet.study.calibration import calibration
 from hrnet.study.comparisons import lookahead_slow_fast, same_lr_pairs, vs_reference
 from hrnet.study.floors import LEARNED_FRACTION, has_learned, study_floors
 from hrnet.study.rankings import ranking, real_hands_summary, sensitivity
 from hrnet.study.real_photos import evaluate_real_hands, real_hand_sets
 from hrnet.study.runner import last_error_line, read_sessions
-from hrnet.study.scale import iteration_summary, scale_rows, training_iterations
+from hrnet.study.scale import (arm_config, arm_setting, iteration_summary, scale_rows, training_iterations,
+                               user_iterations)
 from hrnet.study.spec import PlannedRun, Study, plan_runs
+from hrnet.study.trend import length_variants, trend
 from hrnet.study.verdict import verdict
 
 __all__ = ["collect", "analyse", "rel_path", "STATISTICS"]
@@ -37,7 +46,9 @@ STATISTICS = ("per arm: mean, sample std (ddof 1) and 95% Student t interval ove
               f"(better / worse) needs an adjusted p < 0.05 and at least {stats.MIN_PAIRS} pairs ('too few seeds' "
               f"otherwise), and a comparison whose two sides both end above {LEARNED_FRACTION:g} x the box-centre "
               "floor reads 'has not learned'; best NME is selected on the validation set (optimistic) and gets "
-              "no verdict")
+              "no verdict; the trend with training length: Lookahead(X) - X paired by seed at each length (one Holm "
+              "family) and the per-seed change of that gap from the shortest to the longest length, over the seeds "
+              "all four arms finished (one Holm family over the lines)")
 
 
 def rel_path(path: Optional[str]) -> Optional[str]:
@@ -97,9 +108,25 @@ def _record(run: PlannedRun, out_dir: str) -> Dict[str, Any]:
         "wall_time_s": _num(info.get("wall_time_s")), "curves": dict(curves, epoch=[int(h.get("epoch", i))
                                                                               for i, h in enumerate(history)]),
         "eval_weights": history[-1].get("eval_weights") if history else None, "sessions": len(sessions),
+        "machine": _machine(info),
     }
     rec.update(_overhead(sessions, history))
     return rec
+
+
+def _machine(info: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+    """The machine the run trained on, as ``metrics.json`` records it (``machine``: cpu, cpu_flags,
+    torch, threads, device), or None for a run that did not record it."""
+    m = info.get("machine")
+    if not isinstance(m, dict):
+        return None
+    flags = m.get("cpu_flags")
+    threads = m.get("threads")
+    return {"cpu": m.get("cpu") if isinstance(m.get("cpu"), str) else None,
+            "cpu_flags": [str(f) for f in flags] if isinstance(flags, list) else [],
+            "torch": m.get("torch") if isinstance(m.get("torch"), str) else None,
+            "threads": threads if isinstance(threads, int) and not isinstance(threads, bool) else None,
+            "device": m.get("device") if isinstance(m.get("device"), str) else None}
 
 
 def collect(study: Study, out_dir: str, evaluate_real: bool = True) -> List[Dict[str, Any]]:
@@ -149,15 +176,19 @@ def finished(records: Sequence[Mapping[str, Any]]) -> List[Mapping[str, Any]]:
 
 
 def _arm_entry(study: Study, arm, rs: Sequence[Mapping[str, Any]], floor: Optional[float]) -> Dict[str, Any]:
-    """Per-arm statistics over its finished seeds, against the box-centre ``floor``."""
+    """Per-arm statistics over its finished seeds, against the box-centre ``floor``; ``hparams`` as
+    its runs recorded them (from its config before any run), ``setting`` from its config."""
     done = finished(rs)
-    hp = next((r["hparams"] for r in rs if r["hparams"]), {})
+    cfg = arm_config(study, arm)
+    hp = next((r["hparams"] for r in rs if r["hparams"]), None) or {k: v for k, v in hparams(cfg, 1).items()
+                                                                    if k != "seed"}
     entry: Dict[str, Any] = {
         "config": os.path.relpath(arm.config, os.path.dirname(study.path)), "overrides": list(arm.overrides),
         "seeds": list(arm.seeds), "finished_seeds": [r["seed"] for r in done], "family": _family(hp) if hp else "",
         "lr": hp.get("lr"), "k": hp.get("k"), "alpha": hp.get("alpha"), "hparams": dict(hp),
         "n_finished": len(done), "n_runs": len(rs), "statuses": {r["name"]: r["status"] for r in rs},
         "iterations": sorted({r["iterations"] for r in rs if r["iterations"] is not None}),
+        "setting": arm_setting(cfg), "priority": arm.priority,
     }
     for key in SUMMARISED:
         entry[key] = stats.summarize([r[key] for r in done]).to_dict()
@@ -170,29 +201,32 @@ def _arm_entry(study: Study, arm, rs: Sequence[Mapping[str, Any]], floor: Option
     return entry
 
 
-def _reference_config(study: Study):
-    arm = study.arm(study.reference)
-    return load_config(arm.config, list(study.overrides + arm.overrides + study.cli_overrides))
-
-
 def analyse(study: Study, records: Sequence[Mapping[str, Any]], out_dir: str) -> Dict[str, Any]:
-    """The report dict: protocol, scale, floors, per-run records, per-arm statistics, comparisons
-    (vs the reference, same-LR pairs, Lookahead slow vs fast), rankings, sensitivity, real photos, verdict."""
+    """The report dict: protocol, scale, floors, calibration, per-run records, per-arm statistics,
+    comparisons (vs the reference, same-LR pairs, Lookahead slow vs fast) and the ranking,
+    sensitivity and real photos over the arms at the reference's length; the trend; the verdict."""
     sets = real_hand_sets(study.real_hands)
-    floors = study_floors(_reference_config(study), sets, out_dir)
+    floors = study_floors(arm_config(study, study.arm(study.reference)), sets, out_dir)
     floors["learned_fraction"] = LEARNED_FRACTION
     floor = floors["valid"]["box_centre"]["NME"] if floors.get("available") else None
     by_arm = {a.name: [r for r in records if r["arm"] == a.name] for a in study.arms}
     arms = {a.name: _arm_entry(study, a, by_arm[a.name], floor) for a in study.arms}
+    variants = length_variants(arms, study.reference)
+    for name, of in variants.items():
+        arms[name]["length_variant_of"] = of
+    main = {a: e for a, e in arms.items() if a not in variants}  # the arms at the reference's length
+    main_runs = {a: by_arm[a] for a in main}
     report: Dict[str, Any] = {
         "study": _protocol(study, out_dir), "scale": scale_rows(study),
-        "iterations": iteration_summary(records, arms), "floors": floors, "runs": list(records), "arms": arms,
-        "ranking": ranking(arms),
-        "comparisons": vs_reference(study.reference, by_arm, arms),
-        "same_lr": same_lr_pairs(by_arm, arms),
-        "lookahead": lookahead_slow_fast(by_arm, arms),
-        "sensitivity": sensitivity(arms),
-        "real_hands": real_hands_summary(study.reference, by_arm, arms, sets, floors, rel_path(study.real_hands)),
+        "iterations": iteration_summary(records, arms), "floors": floors,
+        "calibration": calibration(study.reference, records, floors), "runs": list(records), "arms": arms,
+        "length_variants": variants, "ranking": ranking(main),
+        "comparisons": vs_reference(study.reference, main_runs, main),
+        "same_lr": same_lr_pairs(main_runs, main),
+        "trend": trend(by_arm, arms, study.reference, user_iterations()),
+        "lookahead": lookahead_slow_fast(main_runs, main),
+        "sensitivity": sensitivity(main),
+        "real_hands": real_hands_summary(study.reference, main_runs, main, sets, floors, rel_path(study.real_hands)),
     }
     report["verdict"] = verdict(report)
     return report

@@ -2,8 +2,9 @@
 
 * **vs the reference**: every arm against the reference arm, one family per metric (final NME,
   final valid loss, final PCK and AUC; the last two higher-is-better);
-* **same-LR pairs**: Lookahead(X) - X for every LR at which both ran (the user's question: does
-  wrapping X in Lookahead help at a given LR?), one family;
+* **same-LR pairs**: Lookahead(X) - X for every LR at which both ran with all other settings equal
+  (training length included: the pairs at other lengths are ``trend.py``'s), the user's question:
+  does wrapping X in Lookahead help at a given LR? One family;
 * **Lookahead slow vs fast weights**: per Lookahead arm, at the end and averaged over epochs (one
   family each); the best-epoch difference is shown without a verdict (selected on the validation set).
 
@@ -19,13 +20,15 @@ import numpy as np
 
 from hrnet.study import stats
 
-__all__ = ["COMPARED_METRICS", "per_seed", "vs_reference", "same_lr_pairs", "lookahead_slow_fast", "family_dicts"]
+__all__ = ["COMPARED_METRICS", "per_seed", "vs_reference", "same_lr_pairs", "lookahead_pairs", "lookahead_slow_fast",
+           "family_dicts", "OPTIMIZER_KEYS"]
 
 #: The metrics compared with the reference arm: (record key, title, lower is better).
 COMPARED_METRICS = (("final_NME", "final NME", True), ("final_valid_loss", "final valid loss", True),
                     ("PCK", "final PCK", False), ("AUC", "final AUC", False))
-#: Hyperparameters that may differ between the two sides of a same-LR pair (the rest must agree).
-_OPTIMIZER_KEYS = {"optimizer", "inner", "k", "alpha", "seed"}
+#: Settings that may differ between the two sides of a same-LR pair (the rest of ``arm_setting``,
+#: training length and iterations included, must agree).
+OPTIMIZER_KEYS = frozenset({"optimizer", "inner", "k", "alpha", "seed"})
 
 
 def per_seed(records: Sequence[Mapping[str, Any]], key: str) -> Dict[int, Optional[float]]:
@@ -67,10 +70,22 @@ def _main_k_alpha(arms: Mapping[str, Mapping[str, Any]]) -> Optional[Tuple[Any, 
 
 
 def _same_setting(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-    """Same hyperparameters (LR, batch, wd, epochs, model) but the optimizer's own."""
-    ha = {k: v for k, v in a["hparams"].items() if k not in _OPTIMIZER_KEYS}
-    hb = {k: v for k, v in b["hparams"].items() if k not in _OPTIMIZER_KEYS}
-    return a["lr"] is not None and ha == hb
+    """Same settings (LR, batch, wd, model, scale, epochs, LR steps, iterations) but the optimizer's own."""
+    sa = {k: v for k, v in a["setting"].items() if k not in OPTIMIZER_KEYS}
+    sb = {k: v for k, v in b["setting"].items() if k not in OPTIMIZER_KEYS}
+    return a["lr"] is not None and sa == sb
+
+
+def lookahead_pairs(arms: Mapping[str, Mapping[str, Any]]) -> List[Tuple[str, str]]:
+    """``(Lookahead(X) arm, X arm)`` for every Lookahead arm (any k, alpha) and every arm of its inner
+    optimizer X with all other settings equal, in the study file's order."""
+    pairs = []
+    for la, e in arms.items():
+        if not e["family"].startswith("lookahead("):
+            continue
+        inner = e["family"][len("lookahead("):-1]
+        pairs += [(la, base) for base, b in arms.items() if b["family"] == inner and _same_setting(e, b)]
+    return pairs
 
 
 def same_lr_pairs(by_arm: Mapping[str, Sequence[Mapping[str, Any]]], arms: Mapping[str, Mapping[str, Any]]
@@ -81,19 +96,16 @@ def same_lr_pairs(by_arm: Mapping[str, Sequence[Mapping[str, Any]]], arms: Mappi
     pairs: List[Dict[str, Any]] = []
     family: Dict[str, stats.PairedComparison] = {}
     stuck: List[str] = []
-    for la, e in arms.items():
-        if not e["family"].startswith("lookahead(") or (e["k"], e["alpha"]) != ka:
+    for la, base in lookahead_pairs(arms):
+        e = arms[la]
+        if (e["k"], e["alpha"]) != ka:
             continue
-        inner = e["family"][len("lookahead("):-1]
-        for base, b in arms.items():
-            if b["family"] != inner or not _same_setting(e, b):
-                continue
-            key = f"{la} - {base}"
-            family[key] = stats.paired_comparison(per_seed(by_arm[la], "final_NME"),
-                                                  per_seed(by_arm[base], "final_NME"))
-            if _not_learned(arms, la, base):
-                stuck.append(key)
-            pairs.append({"key": key, "lr": e["lr"], "optimizer": inner, "lookahead_arm": la, "base_arm": base})
+        key = f"{la} - {base}"
+        family[key] = stats.paired_comparison(per_seed(by_arm[la], "final_NME"), per_seed(by_arm[base], "final_NME"))
+        if _not_learned(arms, la, base):
+            stuck.append(key)
+        pairs.append({"key": key, "lr": e["lr"], "optimizer": arms[base]["family"], "lookahead_arm": la,
+                      "base_arm": base})
     adjusted = family_dicts(family, stuck)
     for p in pairs:
         p["comparison"] = adjusted[p["key"]]

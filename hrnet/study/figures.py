@@ -1,5 +1,7 @@
 """The figures of a study report, drawn from the report dict only: ``curves.png`` (with the
-no-learning floors on the NME panel), ``sensitivity.png`` (on common seeds), ``lookahead.png``."""
+no-learning floors on the NME panel), ``calibration.png`` (the reference's NME against the floors),
+``trend.png`` (Lookahead(X) - X against iterations), ``sensitivity.png`` (on common seeds),
+``lookahead.png``. Measured values only: no smoothing, no line beyond the measured points."""
 from __future__ import annotations
 
 import math
@@ -9,7 +11,7 @@ import numpy as np
 
 from hrnet.study.verdict import fmt
 
-__all__ = ["plot_curves", "plot_sensitivity", "plot_lookahead", "FIGURES"]
+__all__ = ["plot_curves", "plot_calibration", "plot_trend", "plot_sensitivity", "plot_lookahead", "FIGURES"]
 
 
 def _plt():
@@ -174,5 +176,100 @@ def plot_lookahead(report: Mapping[str, Any], path: str) -> bool:
     return True
 
 
+def plot_calibration(report: Mapping[str, Any], path: str) -> bool:
+    """The reference arm's valid NME per epoch (each seed thin, the mean over seeds thick), the
+    box-centre and constant-layout floors, the calibration target and the LR steps."""
+    cal = report["calibration"]
+    runs = [r for r in report["runs"] if r["arm"] == cal["arm"] and r["status"] == "finished"]
+    st = _stack(runs, "NME")
+    if st is None:
+        return False
+    plt = _plt()
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    for r in runs:
+        pts = [(e, v) for e, v in zip(r["curves"]["epoch"], r["curves"]["NME"]) if v is not None]
+        ax.plot(*zip(*pts), color="tab:blue", linewidth=0.8, alpha=0.5)
+    ep, vals = st
+    ax.plot(ep, vals.mean(0), color="tab:blue", linewidth=2.4, label=f"{cal['arm']}: mean over {len(vals)} seeds "
+            "(thin: each seed)")
+    if cal["box_centre_floor"] is not None:
+        box = cal["box_centre_floor"]
+        ax.axhline(box, color="black", linewidth=1.2, label=f"floor: box centre ({box:.3f})")
+        if cal["constant_layout_floor"] is not None:
+            ax.axhline(cal["constant_layout_floor"], color="gray", linestyle=":", linewidth=1.2,
+                       label=f"floor: constant layout ({cal['constant_layout_floor']:.3f})")
+        ax.axhline(cal["target_NME"], color="tab:green", linestyle="--", linewidth=1.2,
+                   label=f"{cal['target_fraction']:g} x box centre ({cal['target_NME']:.3f}): target")
+    steps = report["arms"][cal["arm"]].get("setting", {}).get("TRAIN.LR_STEP", [])
+    for i, e in enumerate(steps):
+        ax.axvline(e, color="gray", linewidth=0.6, alpha=0.6, label="LR x factor" if i == 0 else None)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch (0 = untrained)")
+    ax.set_ylabel("valid NME (lower is better)")
+    frac = cal["fraction_of_floor"]
+    ax.set_title(f"calibration: {cal['arm']} ends at {fmt(cal['final_NME']['mean'])}"
+                 + (f" = {frac:.2f} x the box-centre floor" if frac is not None else "") + "; measured values")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def _trend_line(ax, ln: Mapping[str, Any], color, offset: float) -> None:
+    """One trend line: per-seed differences (faint), mean with 95% CI error bars, joined by a thin line."""
+    pts = [p for p in ln["points"] if p["iterations"] and p["comparison"]["n"]]
+    x = np.array([p["iterations"] * offset for p in pts], dtype=np.float64)
+    for xi, p in zip(x, pts):  # each seed's difference just right of its mean, not hidden by the error bar
+        d = p["comparison"]["diffs"]
+        ax.scatter([xi * 1.06] * len(d), d, color=color, alpha=0.35, s=18, linewidths=0)
+    mean = np.array([p["comparison"]["mean_diff"] for p in pts])
+    lo = [p["comparison"]["ci_low"] for p in pts]
+    hi = [p["comparison"]["ci_high"] for p in pts]
+    err = [[m - v if math.isfinite(v) else 0.0 for m, v in zip(mean, lo)],
+           [v - m if math.isfinite(v) else 0.0 for m, v in zip(mean, hi)]]
+    c = ln["change"]
+    ax.errorbar(x, mean, yerr=err, color=color, marker="o", capsize=4, linewidth=1.0,
+                label=f"Lookahead({ln['optimizer']}) - {ln['optimizer']}, LR {fmt(ln['lr'], 'g')}, k {ln['k']} "
+                      f"alpha {fmt(ln['alpha'], 'g')}: {c['trend']}")
+
+
+def plot_trend(report: Mapping[str, Any], path: str) -> bool:
+    """Lookahead(X) - X final NME against iterations per run (log x): mean and 95% CI per length,
+    each seed's difference faint, the zero line and the user's iterations (dashed)."""
+    lines = [ln for ln in report.get("trend", {}).get("lines", [])
+             if sum(1 for p in ln["points"] if p["iterations"] and p["comparison"]["n"]) >= 2]
+    if not lines:
+        return False
+    plt = _plt()
+    from matplotlib.ticker import FuncFormatter
+
+    user = report["trend"]["user_iterations"]
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    for i, (color, ln) in enumerate(zip(_colors(len(lines)), lines)):
+        _trend_line(ax, ln, color, 1.0 + 0.03 * (i - (len(lines) - 1) / 2))  # lines side by side, not on top
+    ax.axhline(0.0, color="black", linewidth=1.0)
+    ax.axvline(user, color="tab:red", linestyle="--", linewidth=1.2, label=f"user's run ({user:,} iterations)")
+    ax.text(user, 0.98, " user's run", color="tab:red", transform=ax.get_xaxis_transform(), ha="right", va="top",
+            rotation=90, fontsize=9)
+    its = [p["iterations"] for ln in lines for p in ln["points"] if p["iterations"]]
+    ax.set_xscale("log")
+    ax.set_xlim(min(its + [user]) / 1.6, max(its + [user]) * 1.6)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    ax.set_xlabel("training iterations per run (log scale)")
+    ax.set_ylabel("final valid NME: Lookahead(X) - X (below 0: Lookahead better)")
+    ax.set_title("the gap against training length: mean, 95% CI (unadjusted), each seed faint")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
 #: (file name, drawing function) of every figure, in the report's order.
-FIGURES = (("curves.png", plot_curves), ("sensitivity.png", plot_sensitivity), ("lookahead.png", plot_lookahead))
+FIGURES = (("curves.png", plot_curves), ("calibration.png", plot_calibration), ("trend.png", plot_trend),
+           ("sensitivity.png", plot_sensitivity), ("lookahead.png", plot_lookahead))

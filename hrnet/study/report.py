@@ -1,5 +1,6 @@
 """Write a study's report from the dict of ``hrnet.study.analysis.analyse``: ``report.json``,
-``report.md`` (one function per section) and the figures of ``hrnet.study.figures``.
+``report.md`` (one function per section) and the figures of ``hrnet.study.figures``, into the
+study folder (beside its ``runs/``).
 
 Everything here reads the report dict only, so every number of the markdown and the figures is in
 ``report.json`` (per-seed values included) and anyone can recompute the statistics from it.
@@ -12,9 +13,10 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from hrnet.runtime.checkpoint import write_json
 from hrnet.study import stats
+from hrnet.study.calibration import calibration_sentence
 from hrnet.study.comparisons import COMPARED_METRICS
 from hrnet.study.figures import FIGURES
-from hrnet.study.verdict import fmt as _f, fmt_p
+from hrnet.study.verdict import fmt as _f, fmt_p, measured_range
 
 __all__ = ["write_report", "render_markdown", "REPORT_JSON", "REPORT_MD"]
 
@@ -104,12 +106,21 @@ def _protocol(report: Mapping[str, Any]) -> List[str]:
     rows = _floor_rows(report)
     md += _table(["set", "images", "distinct hands", "box-centre NME", "box-centre PCK", "constant-layout NME",
                   "not learned above"], rows) if rows else [fl.get("note", "-")]
-    md += ["", "Arms:", ""]
-    md += _table(["arm", "config", "optimizer", "LR", "k", "alpha", "arm overrides", "seeds"],
+    md += ["", calibration_sentence(report["calibration"]) + " (`calibration.png`: the reference's valid NME per "
+           "epoch against the floors.)", "", "Arms:", ""]
+    md += _table(["arm", "config", "optimizer", "LR", "k", "alpha", "arm overrides", "seeds", "priority"],
                  [[n, f"`{a['config']}`", a["family"] or "-", _f(a["lr"], "g"), _f(a["k"], "d") if a["k"] else "-",
                    _f(a["alpha"], "g"), f"`{' '.join(a['overrides'])}`" if a["overrides"] else "",
-                   ",".join(map(str, a["seeds"]))] for n, a in report["arms"].items()])
+                   ",".join(map(str, a["seeds"])), str(a.get("priority", 0))] for n, a in report["arms"].items()])
     return md + [""]
+
+
+def _machine_text(m: Optional[Mapping[str, Any]]) -> List[str]:
+    """CPU model, torch threads and device of a run's ``machine`` record ("-" when not recorded)."""
+    m = m or {}
+    threads = m.get("threads")
+    return [(m.get("cpu") or "-").replace("|", "/"), str(threads) if threads is not None else "-",
+            m.get("device") or "-"]
 
 
 def _runs(report: Mapping[str, Any]) -> List[str]:
@@ -117,12 +128,21 @@ def _runs(report: Mapping[str, Any]) -> List[str]:
     counts: Dict[str, int] = {}
     for r in runs:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
-    md = ["## Runs", "", ", ".join(f"{v} {k}" for k, v in counts.items()) + f" of {len(runs)} runs.", ""]
-    trouble = [r for r in runs if r["status"] != "finished"]
-    if trouble:
-        md += _table(["run", "status", "detail"], [[r["name"], r["status"], (r["reason"] or "").replace("|", "/")]
-                                                   for r in trouble]) + [""]
-    return md
+    md = ["## Runs", "", ", ".join(f"{v} {k}" for k, v in counts.items()) + f" of {len(runs)} runs, in the "
+          "plan's order (priority, seed, arm); folders `runs/<arm>_seed<s>/`. The machine each run trained on, as "
+          "its metrics.json records it ('-': not recorded).", ""]
+    cpus: Dict[str, int] = {}
+    for r in runs:
+        if r["status"] != "not run":
+            cpu = ((r.get("machine") or {}).get("cpu") or "not recorded").replace("|", "/")
+            cpus[cpu] = cpus.get(cpu, 0) + 1
+    if cpus:
+        md += ["CPU models: " + "; ".join(f"{c} ({n} run{'s' if n != 1 else ''})" for c, n in cpus.items()) + ".", ""]
+    md += _table(["run", "status", "detail", "iterations", "final NME", "wall time", "CPU", "torch threads", "device"],
+                 [[r["name"], r["status"], (r["reason"] or "").replace("|", "/"), _f(r["iterations"], ",d"),
+                   _f(r["final_NME"]) if r["status"] == "finished" else "-", _dur(r["wall_time_s"])]
+                  + _machine_text(r.get("machine")) for r in runs])
+    return md + [""]
 
 
 def _learned(v: Optional[bool]) -> str:
@@ -166,10 +186,14 @@ def _per_arm(report: Mapping[str, Any]) -> List[str]:
 
 def _comparisons(report: Mapping[str, Any]) -> List[str]:
     ref = report["study"]["reference"]
+    variants = report.get("length_variants", {})
     md = [f"## Paired comparisons with the reference ({ref})", "",
           f"Per seed `arm - {ref}` on the seeds both finished; mean, unadjusted 95% CI, paired t-test p and the "
           f"Holm-adjusted p over the family (every arm, one family per metric). Verdict from the Holm p (< 0.05), "
-          f"none below {stats.MIN_PAIRS} pairs. NME and loss: lower is better; PCK and AUC: higher is better.", ""]
+          f"none below {stats.MIN_PAIRS} pairs. NME and loss: lower is better; PCK and AUC: higher is better."
+          + (" Arms at another training length than the reference's (" + ", ".join(variants) + ") enter the "
+             "trend with training length only, not these families, the same-LR pairs, the ranking or the "
+             "sensitivity." if variants else ""), ""]
     for key, title, lower in COMPARED_METRICS:
         md += [f"**{title}** ({'lower' if lower else 'higher'} is better)", ""]
         md += _table(["arm"] + _COMP_HEAD, [[n] + _comp_cells(c[key]) for n, c in report["comparisons"].items()])
@@ -252,16 +276,47 @@ def _real(report: Mapping[str, Any]) -> List[str]:
     return md + [""]
 
 
+def _trend(report: Mapping[str, Any]) -> List[str]:
+    tr = report["trend"]
+    md = ["## Training length: Lookahead(X) - X against iterations", ""]
+    if not tr["lines"]:
+        return md + ["No pair Lookahead(X), X measured at two training lengths or more (arms that differ only in "
+                     "`TRAIN.END_EPOCH`, with `TRAIN.LR_STEP` at the same fractions of it).", ""]
+    md += [f"Final NME of Lookahead(X) minus X at each training length, paired by seed; one Holm family over the "
+           f"{tr['family_size']} points. The change: per seed, the gap at the longest length minus the gap at the "
+           "shortest, over the seeds all four arms finished (Holm over the lines); 'grows' / 'shrinks' compare the "
+           f"sizes of the two mean gaps on those seeds. The user's run: {tr['user_iterations']:,} iterations.", ""]
+    for ln in tr["lines"]:
+        md += [f"**Lookahead({ln['optimizer']}) - {ln['optimizer']} at LR {_f(ln['lr'], 'g')}** (k {ln['k']}, alpha "
+               f"{_f(ln['alpha'], 'g')})" + (", the reference's line" if ln["reference_line"] else ""), ""]
+        md += _table(["pair", "epochs (LR steps)", "iterations / run"] + _COMP_HEAD,
+                     [[f"{p['lookahead_arm']} - {p['base_arm']}",
+                       f"{p['epochs']} ({', '.join(map(str, p['lr_step']))})",
+                       _f(p["iterations"], ",d")] + _comp_cells(p["comparison"]) for p in ln["points"]])
+        c = ln["change"]
+        md += ["", f"Change of the gap from {c['shortest']} to {c['longest']} (seeds {_seeds(c['seeds'])}): "
+               f"{_f(c['mean_diff'], '+.4f')}, 95% CI [{_f(c['ci_low'], '+.4f')}, {_f(c['ci_high'], '+.4f')}], "
+               f"p {fmt_p(c['p_value'])}, Holm p {fmt_p(c['p_adjusted'])}; mean gap {_f(c['gap_shortest'], '+.4f')} "
+               f"-> {_f(c['gap_longest'], '+.4f')}: **{c['trend']}**"
+               + (f" ({c['direction']})" if c.get("direction") else "") + ". "
+               + measured_range(ln, tr["user_iterations"]), ""]
+    return md
+
+
 def render_markdown(report: Mapping[str, Any], figures: Sequence[str]) -> str:
-    """``report.md``: verdict, protocol (scale, floors, arms), runs, per arm, comparisons with the
-    reference and same-LR pairs, Lookahead, sensitivity, real hands; ``figures`` are the file
-    names written beside it."""
+    """``report.md``: verdict, protocol (scale, floors, calibration, arms), runs, per arm, comparisons
+    with the reference and same-LR pairs, the trend with training length, Lookahead, sensitivity,
+    real hands; ``figures`` are the file names written beside it."""
     md = (_header(report) + _protocol(report) + _runs(report) + _per_arm(report) + _comparisons(report)
-          + _lookahead(report) + _sensitivity(report) + _real(report))
+          + _trend(report) + _lookahead(report) + _sensitivity(report) + _real(report))
     if figures:
         md += ["## Figures", ""] + [f"![{f}]({f})" for f in figures] + [""]
         md += ["`curves.png`: mean over seeds (line) and min-max over seeds (band), raw values, no smoothing; on the "
-               "NME panel the no-learning floors and the 'has not learned' threshold."]
+               "NME panel the no-learning floors and the 'has not learned' threshold. `calibration.png`: the "
+               "reference's valid NME per epoch (thin: each seed; thick: the mean), measured values, against the "
+               "floors. `trend.png`: Lookahead(X) - X against iterations per run (log scale), mean with its "
+               "unadjusted 95% CI and each seed's difference (faint), with the user's run marked; no line is drawn "
+               "beyond the lengths measured."]
     return "\n".join(md) + "\n"
 
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from configs import get_defaults, load_config
-from hrnet.study.spec import SCALE_KEYS, Study
+from hrnet.study.spec import SCALE_KEYS, Arm, Study
 
-__all__ = ["training_iterations", "user_iterations", "scale_rows", "iteration_summary", "config_value"]
+__all__ = ["training_iterations", "user_iterations", "scale_rows", "iteration_summary", "config_value", "arm_config",
+           "arm_setting"]
 
 
 def config_value(cfg, key: str) -> Any:
@@ -47,13 +48,30 @@ def user_iterations() -> int:
     return int(training_iterations(get_defaults()))
 
 
+def arm_config(study: Study, arm: Arm):
+    """The resolved config of ``arm`` (shared, the arm's and the command line's overrides; seed aside)."""
+    return load_config(arm.config, list(study.overrides + arm.overrides + study.cli_overrides))
+
+
+def arm_setting(cfg) -> Dict[str, Any]:
+    """What an arm trains with, from its config: the run's hyperparameters (``metrics.json``
+    ``hparams``, without the seed), every :data:`SCALE_KEYS` value and the training ``iterations``.
+    Two arms are "the same setting but X" when these agree except X."""
+    from hrnet.engine.run_record import hparams
+
+    out: Dict[str, Any] = {k: v for k, v in hparams(cfg, 1).items() if k != "seed"}
+    out.update({k: config_value(cfg, k) for k in SCALE_KEYS})
+    out["iterations"] = training_iterations(cfg)
+    return out
+
+
 def scale_rows(study: Study) -> List[Dict[str, Any]]:
     """Per :data:`SCALE_KEYS` and the training iterations: the user's setting (the defaults) and this
     study's value(s) over its arms, and whether it differs."""
     user = get_defaults()
     values: Dict[str, List[Any]] = {k: [] for k in SCALE_KEYS + ("iterations",)}
     for arm in study.arms:
-        cfg = load_config(arm.config, list(study.overrides + arm.overrides + study.cli_overrides))
+        cfg = arm_config(study, arm)
         for k in SCALE_KEYS:
             v = config_value(cfg, k)
             if v not in values[k]:

@@ -2,7 +2,9 @@
 
 A study file (yaml, ``experiments/studies/*.yaml``)::
 
-    name: optimizers_cpu                 # default: the file's stem; names the output folder
+    name: optimizers_cpu                 # default: the file's stem
+    out: ../../docs/study_cpu            # the study folder, relative to this file (default:
+                                         # output/studies/<name> in the working directory)
     description: >                       # the protocol in words (copied into the report)
       ...
     reference: adam                      # the arm every other arm is compared with, by seed
@@ -13,15 +15,22 @@ A study file (yaml, ``experiments/studies/*.yaml``)::
     real_hands: ../../../shared/data/real-hands   # folder of COCO test sets (relative to this file);
                                                   # absent or false: none (tools/study.py --real-hands DIR)
     arms:
-      - name: adam                       # run folders <name>_seed<s>
+      - name: adam                       # run folders runs/<name>_seed<s>
         config: ../hand_adam.yaml        # experiment yaml, relative to the study file
         overrides: {TRAIN.LR: 0.0003}    # optional, applied after the shared ones
         seeds: [0, 1]                    # optional
+        priority: 1                      # optional, default 0: lower runs first
 
-Paths in the file are relative to the study file. Each run is an ordinary ``tools/train.py`` run
-with ``OUTPUT_DIR <out> EXPERIMENT_NAME <arm>_seed<s> SEED <s>`` after the shared, the arm's and
-the command line's overrides (in that order), so runs of different arms with the same seed share
-initial weights, data order and augmentation: the statistics pair them by seed.
+Paths in the file are relative to the study file. The study folder (``--out`` wins over ``out``)
+holds the report (``report.md``, ``report.json``, figures, ``floors.json``) and ``runs/``, one
+folder per run: each run is an ordinary ``tools/train.py`` run with ``OUTPUT_DIR <out>/runs
+EXPERIMENT_NAME <arm>_seed<s> SEED <s>`` after the shared, the arm's and the command line's
+overrides (in that order), so runs of different arms with the same seed share initial weights,
+data order and augmentation: the statistics pair them by seed. The plan runs by (priority, seed,
+arm order in the file): what matters most first, and within a priority all arms of a seed
+together, so pairs complete early and a study cut short has finished its first priorities.
+Arms that differ only in ``TRAIN.END_EPOCH`` (with ``TRAIN.LR_STEP`` at the same fractions of it)
+measure the trend with training length (``trend.py``).
 """
 from __future__ import annotations
 
@@ -32,15 +41,18 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from configs import ConfigError, load_config
 
-__all__ = ["StudyError", "Arm", "Study", "PlannedRun", "load_study", "plan_runs", "SCALE_KEYS"]
+__all__ = ["StudyError", "Arm", "Study", "PlannedRun", "load_study", "plan_runs", "output_dir", "SCALE_KEYS",
+           "RUNS_DIR"]
 
 #: The keys a study scales; the report compares them with the user's setting (configs/defaults.py).
 SCALE_KEYS = ("MODEL.NAME", "MODEL.IMAGE_SIZE", "MODEL.HEATMAP_SIZE", "MODEL.PRETRAINED", "DATASET.FORMAT",
               "DATASET.SYNTHETIC.NUM_TRAIN", "DATASET.SYNTHETIC.NUM_TEST", "DATASET.MAX_TRAIN_SAMPLES",
               "DATASET.MAX_TEST_SAMPLES", "TRAIN.END_EPOCH", "TRAIN.LR_STEP", "TRAIN.LR_FACTOR",
               "TRAIN.BATCH_SIZE_PER_GPU", "TRAIN.WARMUP_ITERS", "AMP.MODE", "DEVICE")
-_STUDY_KEYS = ("name", "description", "reference", "seeds", "overrides", "nme_levels", "real_hands", "arms")
-_ARM_KEYS = ("name", "config", "overrides", "seeds")
+_STUDY_KEYS = ("name", "description", "out", "reference", "seeds", "overrides", "nme_levels", "real_hands", "arms")
+_ARM_KEYS = ("name", "config", "overrides", "seeds", "priority")
+#: The study folder's sub-folder of run folders (``<out>/runs/<arm>_seed<s>/``).
+RUNS_DIR = "runs"
 _ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 _SEED_SUFFIX = re.compile(r"_seed\d+$")
 
@@ -52,16 +64,19 @@ class StudyError(ConfigError):
 # ---------------------------------------------------------------------------- the study file
 @dataclass(frozen=True)
 class Arm:
-    """One arm: an experiment yaml (absolute path) with its overrides, trained once per seed."""
+    """One arm: an experiment yaml (absolute path) with its overrides, trained once per seed;
+    ``priority``: its place in the plan (lower first)."""
     name: str
     config: str
     overrides: Tuple[str, ...]
     seeds: Tuple[int, ...]
+    priority: int = 0
 
 
 @dataclass(frozen=True)
 class Study:
-    """A validated study file; ``overrides`` are the shared ones followed by the command line's."""
+    """A validated study file; ``overrides`` are the shared ones followed by the command line's;
+    ``out``: the file's study folder (absolute) or None."""
     path: str
     name: str
     description: str
@@ -71,6 +86,7 @@ class Study:
     cli_overrides: Tuple[str, ...]
     nme_levels: Tuple[float, ...]
     real_hands: Optional[str]
+    out: Optional[str] = None
 
     def arm(self, name: str) -> Arm:
         return next(a for a in self.arms if a.name == name)
@@ -146,8 +162,11 @@ def _load_arm(a: Any, where: str, here: str, default_seeds: Tuple[int, ...], tak
     config = os.path.normpath(os.path.join(here, a["config"]))
     if not os.path.isfile(config):
         raise StudyError(f"{where}: config file not found: {config}")
+    priority = a.get("priority", 0)
+    if not isinstance(priority, int) or isinstance(priority, bool):
+        raise StudyError(f"{where}: priority must be an integer (lower runs first), got {priority!r}")
     arm = Arm(name, config, _override_list(a.get("overrides"), where),
-              _seeds(a["seeds"], f"{where}: seeds") if "seeds" in a else default_seeds)
+              _seeds(a["seeds"], f"{where}: seeds") if "seeds" in a else default_seeds, priority)
     try:
         load_config(arm.config, list(before + arm.overrides + after))
     except (ConfigError, FileNotFoundError) as exc:
@@ -164,6 +183,20 @@ def _real_hands(doc: Mapping[str, Any], path: str, here: str, option: Optional[s
     if real is not False and real is not None and not isinstance(real, str):
         raise StudyError(f"{path}: real_hands must be a folder or false, got {real!r}")
     return os.path.normpath(os.path.join(here, real)) if isinstance(real, str) else None
+
+
+def _out(doc: Mapping[str, Any], path: str, here: str) -> Optional[str]:
+    """The file's study folder (absolute, against the study file's folder), or None."""
+    out = doc.get("out")
+    if out is not None and (not isinstance(out, str) or not out.strip()):
+        raise StudyError(f"{path}: out must be a folder (relative to the study file), got {out!r}")
+    return os.path.normpath(os.path.join(here, out)) if out else None
+
+
+def output_dir(study: "Study", option: Optional[str] = None) -> str:
+    """The study folder: ``option`` (``--out``, against the working directory) if given, else the
+    file's ``out``, else ``output/studies/<name>`` in the working directory."""
+    return option or study.out or os.path.join("output", "studies", study.name)
 
 
 def _scalar_keys(doc: Mapping[str, Any], path: str) -> Tuple[str, str, Tuple[float, ...]]:
@@ -206,7 +239,7 @@ def load_study(path: str, cli_overrides: Sequence[str] = (), real_hands: Optiona
         raise StudyError(f"{path}: reference {reference!r} is not an arm ({', '.join(a.name for a in arms)})")
     name, description, levels = _scalar_keys(doc, path)
     return Study(os.path.abspath(path), name, description, reference, tuple(arms), shared, cli, levels,
-                 _real_hands(doc, path, here, real_hands))
+                 _real_hands(doc, path, here, real_hands), _out(doc, path, here))
 
 
 @dataclass(frozen=True)
@@ -225,17 +258,17 @@ class PlannedRun:
 
 
 def plan_runs(study: Study, out_dir: str) -> List[PlannedRun]:
-    """Every arm x seed, seed-major (all arms of seed 0 first, so pairs complete early)."""
-    out_dir = os.path.abspath(out_dir)
+    """Every arm x seed into ``<out_dir>/runs/<arm>_seed<s>``, ordered by (priority, seed, the arm's
+    place in the file): within a priority seed-major, so pairs complete early."""
+    runs_dir = os.path.join(os.path.abspath(out_dir), RUNS_DIR)
+    order = sorted(((arm.priority, seed, i) for i, arm in enumerate(study.arms) for seed in arm.seeds))
     runs = []
-    for seed in sorted({s for a in study.arms for s in a.seeds}):
-        for arm in study.arms:
-            if seed not in arm.seeds:
-                continue
-            name = f"{arm.name}_seed{seed}"
-            opts = study.overrides + arm.overrides + study.cli_overrides + (
-                "SEED", str(seed), "OUTPUT_DIR", out_dir, "EXPERIMENT_NAME", name)
-            cfg = load_config(arm.config, list(opts))
-            runs.append(PlannedRun(arm.name, seed, arm.config, os.path.join(out_dir, name), opts,
-                                   int(cfg.TRAIN.END_EPOCH)))
+    for _, seed, i in order:
+        arm = study.arms[i]
+        name = f"{arm.name}_seed{seed}"
+        opts = study.overrides + arm.overrides + study.cli_overrides + (
+            "SEED", str(seed), "OUTPUT_DIR", runs_dir, "EXPERIMENT_NAME", name)
+        cfg = load_config(arm.config, list(opts))
+        runs.append(PlannedRun(arm.name, seed, arm.config, os.path.join(runs_dir, name), opts,
+                               int(cfg.TRAIN.END_EPOCH)))
     return runs

@@ -10,8 +10,9 @@ import math
 from typing import Any, Dict, List, Mapping, Optional
 
 from hrnet.study import stats
+from hrnet.study.calibration import calibration_sentence
 
-__all__ = ["verdict", "fmt", "fmt_p"]
+__all__ = ["verdict", "fmt", "fmt_p", "measured_range"]
 
 _ORDER = (stats.BETTER, stats.WORSE, stats.NO_DIFFERENCE, stats.TOO_FEW, stats.NOT_LEARNED)
 
@@ -62,6 +63,38 @@ def _floors(report: Mapping[str, Any]) -> List[str]:
     return out
 
 
+def measured_range(line: Mapping[str, Any], user: int) -> str:
+    """Where the user's iterations stand against the lengths a trend line measured."""
+    its = line["measured_iterations"]
+    if not its:
+        return "The iterations per run are not known (no image count in the config): the lengths are in epochs."
+    span = f"{its[0]:,}..{its[1]:,} iterations per run"
+    if line["user_outside"]:
+        return (f"The user's {user:,} iterations lie outside the measured range ({span}): nothing here says how "
+                "the gap behaves there; the trend is not extrapolated.")
+    return f"The user's {user:,} iterations lie within the measured range ({span})."
+
+
+def _trend(report: Mapping[str, Any]) -> List[str]:
+    tr = report.get("trend") or {"lines": []}
+    out = []
+    for ln in tr["lines"]:
+        pts = "; ".join(f"{fmt(p['comparison']['mean_diff'], '+.4f')} [{fmt(p['comparison']['ci_low'], '+.4f')}, "
+                        f"{fmt(p['comparison']['ci_high'], '+.4f')}] at {fmt(p['iterations'], ',d')} iterations "
+                        f"({p['epochs']} epochs; {p['comparison']['verdict']}, n={p['comparison']['n']})"
+                        for p in ln["points"])
+        c = ln["change"]
+        word = c["trend"] if c["trend"] != stats.TOO_FEW else f"not judged ({stats.TOO_FEW}: fewer than " \
+                                                               f"{stats.MIN_PAIRS} seeds common to all four arms)"
+        word += f" ({c['direction']})" if c.get("direction") else ""
+        out.append(f"Lookahead({ln['optimizer']}) - {ln['optimizer']} at LR {fmt(ln['lr'], 'g')} by training length, "
+                   f"Holm over {tr['family_size']}: {pts}. From the shortest to the longest length the gap {word}: "
+                   f"change {fmt(c['mean_diff'], '+.4f')} (95% CI [{fmt(c['ci_low'], '+.4f')}, "
+                   f"{fmt(c['ci_high'], '+.4f')}], Holm p {fmt_p(c['p_adjusted'])}, n={c['n']}). "
+                   + measured_range(ln, tr["user_iterations"]))
+    return out
+
+
 def _ranking(report: Mapping[str, Any]) -> List[str]:
     rk, arms = report["ranking"], report["arms"]
     if not rk["order"]:
@@ -81,10 +114,14 @@ def _comparisons(report: Mapping[str, Any]) -> List[str]:
         m = next((c["family_size"] for c in finals.values() if c["n"]), 0)
         out.append(f"Final NME, paired by seed, Holm over {m} comparison{'s' if m != 1 else ''} with {ref}: {text}.")
     sl = report["same_lr"]
-    if sl["pairs"]:
-        comps = {f"{p['lookahead_arm']} - {p['base_arm']} at LR {p['lr']:g}": p["comparison"] for p in sl["pairs"]}
+    comps = {f"{p['lookahead_arm']} - {p['base_arm']} at LR {p['lr']:g}": p["comparison"] for p in sl["pairs"]}
+    text = _grouped(comps, "the optimizer without Lookahead")
+    if text:
+        m = next(c["family_size"] for c in comps.values() if c["n"])
         out.append(f"Same-LR pairs, Lookahead(X) - X final NME (k {sl['k']}, alpha {fmt(sl['alpha'], 'g')}), Holm over "
-                   f"{len(comps)}: " + _grouped(comps, "the optimizer without Lookahead") + ".")
+                   f"{m}: " + text + ".")
+    elif comps:
+        out.append("Same-LR pairs: no pair has a seed finished by both sides yet.")
     else:
         out.append("Same-LR pairs: no LR at which both an optimizer and Lookahead of it ran.")
     return out
@@ -162,5 +199,5 @@ def verdict(report: Mapping[str, Any]) -> List[str]:
     """Plain sentences, each computed from the numbers of ``report``."""
     if not any(a["final_NME"]["n"] for a in report["arms"].values()):
         return ["No arm has a finished run yet: nothing to conclude."] + _runs(report)
-    return (_floors(report) + _ranking(report) + _comparisons(report) + _runs(report) + _lookahead(report)
-            + _sensitivity(report) + _real(report))
+    return (_floors(report) + [calibration_sentence(report["calibration"])] + _ranking(report) + _comparisons(report)
+            + _trend(report) + _runs(report) + _lookahead(report) + _sensitivity(report) + _real(report))
