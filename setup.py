@@ -25,7 +25,11 @@ setup(
     extras_require={
         # tools/export.py --format onnx, tools/demo.py --backend onnxruntime, benchmark.py infer
         "export": ["onnx>=1.14", "onnxruntime>=1.16"],
-        # CI runs the export tests too, so the test extra includes the export one
-        "test": ["pytest>=7.4", "pytest-timeout>=2.1", "onnx>=1.14", "onnxruntime>=1.16"],
+        # tools/study.py --executor ray (a study's runs on a Ray cluster); 2.60 is the release tested
+        "cluster": ["ray>=2.60"],
+        # CI runs the export and Ray executor tests too, so the test extra includes those extras
+        "test": ["pytest>=7.4", "pytest-timeout>=2.1", "onnx>=1.14", "onnxruntime>=1.16", "hypothesis>=6.0",
+                 "ray>=2.60",
+                 "mutmut>=3.8,<4"],  # tools/mutation.py (mutation testing, not run in CI); it uses mutmut 3's config
     },
 )

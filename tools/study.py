@@ -4,15 +4,20 @@
     python tools/study.py experiments/studies/NAME.yaml --out DIR --report-only
     python tools/study.py experiments/studies/optimizers_gpu.yaml --devices 0,1,2,3
     python tools/study.py STUDY.yaml --devices 0+1,2+3 --launcher "torchrun --standalone --nproc_per_node 2"
+    python tools/study.py STUDY.yaml --out /shared/DIR --executor ray --ray-address auto --gpus-per-run 1
 
-Each run trains into DIR/<arm>_seed<s>/ (default DIR: output/studies/<study name>). Finished runs
+Each run trains into DIR/runs/<arm>_seed<s>/ (DIR: --out, else the study file's out, else
+output/studies/<study name>), in the plan's order (the arms' priority, then seed). Finished runs
 are skipped, partial ones resumed, a diverged or failed run is reported without stopping the
 others; Ctrl-C stops the running trainings at a checkpoint (run the same command again to go on).
-KEY VALUE overrides apply to every arm, after the study file's. Then DIR/report.md, report.json,
-curves.png, sensitivity.png and lookahead.png are written (``--report-only``: from the run
-folders alone, no training). ``--devices`` runs one training per entry at a time with that
+KEY VALUE overrides apply to every arm, after the study file's. Then DIR/report.md, report.json
+and the figures (curves, calibration, trend, sensitivity, lookahead .png) are written
+(``--report-only``: from the run folders' small records alone, metrics.json, config.yaml,
+real_hands.json, study_sessions.json, and DIR/floors.json; no training, no checkpoint needed). ``--devices`` runs one training per entry at a time with that
 CUDA_VISIBLE_DEVICES (``0+1``: two GPUs for one DDP run with ``--launcher``); without it, one
-at a time. See hrnet/study/spec.py for the study file's keys.
+at a time. ``--executor ray`` makes each run a Ray task on a Ray cluster instead, with
+``--gpus-per-run`` GPUs and ``--cpus-per-run`` CPUs (DIR must be on a filesystem every node sees;
+see hrnet/study/ray_executor.py). See hrnet/study/spec.py for the study file's keys.
 
 Exit status: 0 all runs finished; 1 some runs failed, diverged or are unfinished (the report
 covers the others); 2 a bad study file or command line; 130 interrupted.
@@ -21,50 +26,50 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import sys
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import _cli
 import _paths  # noqa: F401  (repository root on sys.path)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+_CONFIG_KEY = re.compile(r"[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)*")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("study", help="study file (experiments/studies/*.yaml)")
-    parser.add_argument("--out", default=None, help="output folder (default output/studies/<study name>)")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     usage="%(prog)s STUDY.yaml [options] [KEY VALUE ...] (overrides before or after "
+                                           "the study file)")
+    parser.add_argument("--out", default=None, help="study folder (default: the study file's out, else "
+                                                    "output/studies/<study name>)")
     parser.add_argument("--report-only", action="store_true", help="write the report from the run folders; no training")
     parser.add_argument("--devices", default=None,
                         help="GPUs, one concurrent run per comma-separated entry (0,1,2,3; 0+1,2+3 for 2-GPU runs)")
     parser.add_argument("--launcher", default=sys.executable,
                         help='command that runs tools/train.py (default this python; e.g. "torchrun --standalone '
                              '--nproc_per_node 2")')
+    parser.add_argument("--real-hands", default=None, metavar="DIR",
+                        help="folder of real-photo sets (COCO json + images per sub-folder), relative to the working "
+                             "directory; replaces the study file's real_hands")
     parser.add_argument("--no-real-hands", action="store_true",
-                        help="skip the evaluation of each run's best model on the real hand photos")
-    args, opts = _cli.parse_with_overrides(parser, argv)
+                        help="skip the evaluation of each run's final model on the real hand photos")
+    _add_executor_options(parser)
+    args, words = _cli.parse_with_overrides(parser, argv)
+    study_file, opts = _study_and_overrides(words)
 
     from hrnet.study.analysis import analyse, collect
     from hrnet.study.runner import execute
-    from hrnet.study.spec import load_study, plan_runs
+    from hrnet.study.spec import load_study, output_dir, plan_runs
     from hrnet.study.report import write_report
 
-    study = load_study(args.study, opts)
-    out = args.out or os.path.join("output", "studies", study.name)
-    slots: List[Optional[str]] = [None]
-    if args.devices:
-        slots = [d.strip().replace("+", ",") for d in args.devices.split(",")]
-        if not all(s and all(p.isdigit() for p in s.split(",")) for s in slots):
-            raise _cli.UserError(f"--devices {args.devices!r}: expected GPU indices such as 0,1,2,3 or 0+1,2+3")
-    launcher = shlex.split(args.launcher)
-    if not launcher:
-        raise _cli.UserError("--launcher is empty")
-
+    study = load_study(study_file, opts, "" if args.no_real_hands else args.real_hands)
+    out = output_dir(study, args.out)
     runs = plan_runs(study, out)
     result = None
     if not args.report_only:
-        result = execute(runs, launcher + [os.path.join(HERE, "train.py")], slots)
+        result = execute(runs, _executor(args, out))
         if result.interrupted:
             return _cli.EXIT_INTERRUPTED
     report = analyse(study, collect(study, out, evaluate_real=not args.no_real_hands), out)
@@ -76,6 +81,67 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"[study] {len(unfinished)} run(s) not finished: {', '.join(unfinished)}")
         return 1
     return 0
+
+
+def _study_and_overrides(words: List[str]) -> Tuple[str, List[str]]:
+    """The study file and the ``KEY VALUE`` overrides among the words that are not options, in any
+    order: a config key is a dotted name in capitals (``TRAIN.LR``, ``SEED``) followed by its value;
+    the one other word is the study file."""
+    files, opts, i = [], [], 0
+    while i < len(words):
+        if _CONFIG_KEY.fullmatch(words[i]) and i + 1 < len(words):
+            opts += words[i:i + 2]
+            i += 2
+        else:
+            files.append(words[i])
+            i += 1
+    if len(files) != 1:
+        raise _cli.UserError(f"expected one study file and KEY VALUE overrides, got {len(files)} other word(s): "
+                             f"{' '.join(files) or 'none'}")
+    return files[0], opts
+
+
+def _add_executor_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--executor", choices=("local", "ray"), default="local",
+                        help="local: processes on this machine (--devices); ray: one Ray task per run on a Ray "
+                             "cluster (needs pip install -e \".[cluster]\"; README: Many machines)")
+    parser.add_argument("--ray-address", default=None,
+                        help="Ray cluster to run on (auto: the one this node joined; default: a new local instance)")
+    parser.add_argument("--gpus-per-run", type=float, default=None,
+                        help="GPUs of each run's Ray task (default 0; 0.5 lets two runs share a GPU; 2 for a "
+                             "2-process --launcher)")
+    parser.add_argument("--cpus-per-run", type=float, default=None,
+                        help="CPUs of each run's Ray task, also its thread count (default 1)")
+
+
+def _executor(args: argparse.Namespace, out: str):
+    """The executor the options ask for (hrnet/study/executors.py); option mix-ups are user errors."""
+    from hrnet.study.executors import make_executor
+
+    launcher = shlex.split(args.launcher)
+    if not launcher:
+        raise _cli.UserError("--launcher is empty")
+    train_command = launcher + [os.path.join(HERE, "train.py")]
+    ray_options = {"--ray-address": args.ray_address, "--gpus-per-run": args.gpus_per_run,
+                   "--cpus-per-run": args.cpus_per_run}
+    if args.executor == "local":
+        given = [k for k, v in ray_options.items() if v is not None]
+        if given:
+            raise _cli.UserError(f"{given[0]} is an option of --executor ray")
+        slots: List[Optional[str]] = [None]
+        if args.devices:
+            slots = [d.strip().replace("+", ",") for d in args.devices.split(",")]
+            if not all(s and all(p.isdigit() for p in s.split(",")) for s in slots):
+                raise _cli.UserError(f"--devices {args.devices!r}: expected GPU indices such as 0,1,2,3 or 0+1,2+3")
+        return make_executor("local", train_command, out, slots)
+    if args.devices:
+        raise _cli.UserError("--devices is an option of the local executor; with --executor ray, Ray gives each "
+                             "run its GPUs (--gpus-per-run)")
+    gpus = 0.0 if args.gpus_per_run is None else args.gpus_per_run
+    cpus = 1.0 if args.cpus_per_run is None else args.cpus_per_run
+    if gpus < 0 or cpus <= 0:
+        raise _cli.UserError(f"--gpus-per-run {gpus:g} / --cpus-per-run {cpus:g}: expected GPUs >= 0 and CPUs > 0")
+    return make_executor("ray", train_command, out, address=args.ray_address, gpus_per_run=gpus, cpus_per_run=cpus)
 
 
 if __name__ == "__main__":

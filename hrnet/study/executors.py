@@ -1,0 +1,254 @@
+"""How a study's runs get trained: one small interface, the local executor, and what both share.
+
+The runner (``runner.py``) keeps the books: which runs to train, the progress and ETA lines,
+failures, Ctrl-C. An :class:`Executor` only starts a run's ``tools/train.py`` command, polls it
+and stops it:
+
+- :class:`LocalExecutor`: subprocesses on this machine, one per slot (``CUDA_VISIBLE_DEVICES``);
+- ``RayExecutor`` (``ray_executor.py``, imported only by :func:`make_executor` when asked, so this
+  path needs no Ray): one Ray task per run on a cluster.
+
+Both start the same process through :class:`Child`: the run's command with ``--resume`` decided
+from its folder when the process starts, its output appended to ``<run>/stdout.log`` and one
+record per process appended to ``<run>/study_sessions.json`` (wall time, exit status, host).
+"""
+from __future__ import annotations
+
+import ctypes
+import datetime
+import json
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from configs import ConfigError
+from hrnet.engine.run_record import LATEST, find_run_files, read_metrics
+from hrnet.runtime.checkpoint import write_json
+from hrnet.study.spec import PlannedRun
+
+__all__ = ["Executor", "LocalExecutor", "Attempt", "Child", "ExecutorError", "make_executor", "run_command",
+           "read_sessions", "last_error_line", "epochs_done", "SESSIONS", "CHILD_LOG", "CLUSTER_INSTALL"]
+
+SESSIONS = "study_sessions.json"
+CHILD_LOG = "stdout.log"
+#: What installs the Ray executor's dependency (setup.py's ``cluster`` extra).
+CLUSTER_INSTALL = 'pip install -e ".[cluster]"'
+
+
+class ExecutorError(ConfigError):
+    """An executor that cannot run the study here (Ray missing, a study folder the workers cannot see)."""
+
+
+# ---------------------------------------------------------------------------- run folders
+def read_sessions(run_dir: str) -> List[Dict[str, Any]]:
+    try:
+        with open(os.path.join(run_dir, SESSIONS), encoding="utf-8") as f:
+            data = json.load(f)
+        return data if isinstance(data, list) else []
+    except (OSError, ValueError):
+        return []
+
+
+def last_error_line(run_dir: str) -> str:
+    """The most telling line of the child's output: the last ``error``-ish line, else the last line."""
+    try:
+        with open(os.path.join(run_dir, CHILD_LOG), encoding="utf-8", errors="replace") as f:
+            lines = [ln.strip() for ln in f.read().splitlines()[-200:] if ln.strip()]
+    except OSError:
+        return ""
+    for ln in reversed(lines):
+        if re.search(r"error|exception|non-finite|Traceback", ln, re.IGNORECASE) and not ln.startswith("File "):
+            return ln[:300]
+    return lines[-1][:300] if lines else ""
+
+
+def epochs_done(run_dir: str) -> int:
+    """Epochs completed according to the run's ``metrics.json`` (0 without one)."""
+    done = read_metrics(run_dir)[0].get("epochs_completed", 0)
+    return done if isinstance(done, int) else 0
+
+
+def run_command(run: PlannedRun, train_command: Sequence[str]) -> Tuple[List[str], bool]:
+    """The run's command and whether it resumes, decided from its folder now (call it when the
+    process starts, not earlier: a retried Ray task finds the checkpoint its killed attempt left).
+
+    A folder that already holds run files but no checkpoint (a run that failed while setting up)
+    restarts from scratch through ``--resume`` as well (the trainer says so in its log).
+    """
+    resume = os.path.isfile(os.path.join(run.run_dir, LATEST)) or bool(find_run_files(run.run_dir))
+    return list(train_command) + ["--cfg", run.config] + (["--resume"] if resume else []) + list(run.opts), resume
+
+
+# ---------------------------------------------------------------------------- one training process
+@dataclass
+class Attempt:
+    """What one training process of a run did, as the runner books it.
+
+    ``exit_status`` None: no process ran (stopped while queued; or ``error`` says why it could not).
+    ``wall_s``: seconds the process ran; ``where``: ``GPU 0``, ``node 10.0.0.3 GPU 1`` or empty.
+    """
+    exit_status: Optional[int]
+    wall_s: float = 0.0
+    epochs_before: int = 0
+    epochs_after: int = 0
+    where: str = ""
+    error: str = ""
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+_LIBC: Any = None
+
+
+def _in_ray_worker() -> None:
+    """``preexec_fn`` of a trainer started by a Ray worker: SIGKILL it when the worker dies (Linux
+    ``PR_SET_PDEATHSIG``), so a retried task never meets a dead worker's trainer still writing; and
+    unblock the signals the worker's thread blocks (the mask is inherited: a trainer that never sees
+    SIGINT / SIGTERM cannot stop at a checkpoint)."""
+    if _LIBC is not None:
+        _LIBC.prctl(1, signal.SIGKILL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGINT, signal.SIGTERM))
+
+
+class Child:
+    """One ``tools/train.py`` process of a run, in its own session, output appended to its log.
+
+    ``slot``: a ``CUDA_VISIBLE_DEVICES`` value or None (inherit); ``cwd``: its working directory
+    (None: this process's); ``in_ray_worker``: see :func:`_in_ray_worker`. A terminal's Ctrl-C
+    reaches only the study, which forwards it exactly once (a second SIGINT would make the trainer
+    abort without its final metrics.json).
+    """
+
+    def __init__(self, run: PlannedRun, train_command: Sequence[str], slot: Optional[str] = None,
+                 where: str = "", cwd: Optional[str] = None, in_ray_worker: bool = False) -> None:
+        global _LIBC
+        os.makedirs(run.run_dir, exist_ok=True)
+        self.run, self.slot, self.where = run, slot, where
+        self.cmd, self.resumed = run_command(run, train_command)
+        self.epochs_before, self.start = epochs_done(run.run_dir), time.time()
+        env = dict(os.environ)
+        if slot is not None:
+            env["CUDA_VISIBLE_DEVICES"] = slot
+        self.log = open(os.path.join(run.run_dir, CHILD_LOG), "a", encoding="utf-8")
+        self.log.write(f"\n# {datetime.datetime.now().isoformat(timespec='seconds')} {socket.gethostname()} "
+                       f"{'CUDA_VISIBLE_DEVICES=' + slot + ' ' if slot is not None else ''}{shlex.join(self.cmd)}\n")
+        self.log.flush()
+        if in_ray_worker and _LIBC is None:
+            libc = ctypes.CDLL(None)  # loaded here: the forked child may only call into it
+            _LIBC = libc if hasattr(libc, "prctl") else None  # Linux only
+        self.proc = subprocess.Popen(self.cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=cwd,
+                                     start_new_session=True, preexec_fn=_in_ray_worker if in_ray_worker else None)
+
+    def poll(self) -> Optional[Attempt]:
+        rc = self.proc.poll()
+        return None if rc is None else self.finish(rc)
+
+    def send_signal(self, signum: int) -> None:
+        try:
+            self.proc.send_signal(signum)
+        except (ProcessLookupError, OSError):
+            pass
+
+    def finish(self, rc: int) -> Attempt:
+        """Close the log, append the session record; what this process did."""
+        self.log.close()
+        wall = time.time() - self.start
+        after = epochs_done(self.run.run_dir)
+        _append_session(self.run.run_dir, {
+            "started": datetime.datetime.fromtimestamp(self.start).isoformat(timespec="seconds"),
+            "wall_s": round(wall, 2), "exit_status": rc, "device": self.slot, "host": socket.gethostname(),
+            "resumed": self.resumed, "epochs_before": self.epochs_before, "epochs_after": after,
+            "command": shlex.join(self.cmd)})
+        return Attempt(rc, wall, self.epochs_before, after, self.where)
+
+
+def _append_session(run_dir: str, record: Mapping[str, Any]) -> None:
+    write_json(read_sessions(run_dir) + [dict(record)], os.path.join(run_dir, SESSIONS))
+
+
+# ---------------------------------------------------------------------------- executors
+class Executor:
+    """Starts, polls and stops runs; the runner decides which runs and keeps the books."""
+
+    #: Runs the runner hands over at once; None: all of them (the executor queues them itself).
+    max_in_flight: Optional[int] = 1
+
+    def open(self) -> None:
+        """Get ready to start runs (called once, only when there is something to train)."""
+
+    def describe(self) -> str:
+        """How runs are spread, for the study's first line (``2 at a time``)."""
+        raise NotImplementedError
+
+    def parallel(self) -> int:
+        """Runs that train at the same time (the ETA divides the work left by it)."""
+        raise NotImplementedError
+
+    def start(self, run: PlannedRun) -> Any:
+        """Start training ``run``; a handle for :meth:`poll` and :meth:`stop`."""
+        raise NotImplementedError
+
+    def poll(self, job: Any) -> Optional[Attempt]:
+        """None while the run trains (or waits); then what its process did."""
+        raise NotImplementedError
+
+    def stop(self, job: Any, signum: int) -> None:
+        """Ask the run to stop at a checkpoint (a queued one: not to start); called again: at once."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what :meth:`open` took (called once at the end, opened or not)."""
+
+
+class LocalExecutor(Executor):
+    """One subprocess per slot on this machine: ``slots`` are None (inherit the environment) or a
+    ``CUDA_VISIBLE_DEVICES`` value per concurrent process; ``train_command`` is the launcher and
+    ``tools/train.py`` (e.g. ``[python, tools/train.py]`` or ``[torchrun, ..., tools/train.py]``)."""
+
+    def __init__(self, train_command: Sequence[str], slots: Sequence[Optional[str]] = (None,)) -> None:
+        self.train_command, self.slots = list(train_command), list(slots)
+        self.max_in_flight = len(self.slots)
+        self._busy: Dict[int, Child] = {}
+
+    def describe(self) -> str:
+        return f"{len(self.slots)} at a time"
+
+    def parallel(self) -> int:
+        return len(self.slots)
+
+    def start(self, run: PlannedRun) -> int:
+        i = next(i for i in range(len(self.slots)) if i not in self._busy)
+        slot = self.slots[i]
+        self._busy[i] = Child(run, self.train_command, slot, f"GPU {slot}" if slot is not None else "")
+        return i
+
+    def poll(self, job: int) -> Optional[Attempt]:
+        attempt = self._busy[job].poll()
+        if attempt is not None:
+            del self._busy[job]
+        return attempt
+
+    def stop(self, job: int, signum: int) -> None:
+        self._busy[job].send_signal(signum)
+
+
+def make_executor(kind: str, train_command: Sequence[str], out_dir: str, slots: Sequence[Optional[str]] = (None,),
+                  **ray_options: Any) -> Executor:
+    """``local`` (``slots``) or ``ray`` (``ray_options``: see ``ray_executor.RayExecutor``); a
+    missing Ray names the install command."""
+    if kind == "local":
+        return LocalExecutor(train_command, slots)
+    try:
+        import ray  # noqa: F401  (the optional dependency, before the module that needs it)
+    except ImportError as exc:
+        raise ExecutorError(f"--executor ray needs Ray: {CLUSTER_INSTALL} (import ray: {exc})") from exc
+    from hrnet.study.ray_executor import RayExecutor
+
+    return RayExecutor(train_command, out_dir, **ray_options)
