@@ -47,6 +47,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--report-only", action="store_true", help="write the report from the run folders; no training")
     parser.add_argument("--devices", default=None,
                         help="GPUs, one concurrent run per comma-separated entry (0,1,2,3; 0+1,2+3 for 2-GPU runs)")
+    parser.add_argument("--jobs", type=int, default=None, metavar="N",
+                        help="CPU runs side by side, each with OMP_NUM_THREADS = CPU cores // N (default: one at a "
+                             "time with the inherited threads); the thread count changes the last bits of CPU "
+                             "results, so keep N for the life of a study")
     parser.add_argument("--launcher", default=sys.executable,
                         help='command that runs tools/train.py (default this python; e.g. "torchrun --standalone '
                              '--nproc_per_node 2")')
@@ -101,6 +105,18 @@ def _study_and_overrides(words: List[str]) -> Tuple[str, List[str]]:
     return files[0], opts
 
 
+def _cpu_jobs(args: argparse.Namespace, train_command: List[str], out: str):
+    """``--jobs N``: N CPU runs side by side on this machine, the cores split between them."""
+    from hrnet.study.executors import make_executor
+
+    if args.devices:
+        raise _cli.UserError("--jobs runs CPU processes side by side; --devices gives each run a GPU: use one")
+    if args.jobs < 1:
+        raise _cli.UserError(f"--jobs must be >= 1, got {args.jobs}")
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    return make_executor("local", train_command, out, [None] * args.jobs, threads=threads)
+
+
 def _add_executor_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--executor", choices=("local", "ray"), default="local",
                         help="local: processes on this machine (--devices); ray: one Ray task per run on a Ray "
@@ -128,12 +144,17 @@ def _executor(args: argparse.Namespace, out: str):
         given = [k for k, v in ray_options.items() if v is not None]
         if given:
             raise _cli.UserError(f"{given[0]} is an option of --executor ray")
+        if args.jobs is not None:
+            return _cpu_jobs(args, train_command, out)
         slots: List[Optional[str]] = [None]
         if args.devices:
             slots = [d.strip().replace("+", ",") for d in args.devices.split(",")]
             if not all(s and all(p.isdigit() for p in s.split(",")) for s in slots):
                 raise _cli.UserError(f"--devices {args.devices!r}: expected GPU indices such as 0,1,2,3 or 0+1,2+3")
         return make_executor("local", train_command, out, slots)
+    if args.jobs is not None:
+        raise _cli.UserError("--jobs is an option of the local executor; with --executor ray, --cpus-per-run sets "
+                             "each run's share")
     if args.devices:
         raise _cli.UserError("--devices is an option of the local executor; with --executor ray, Ray gives each "
                              "run its GPUs (--gpus-per-run)")

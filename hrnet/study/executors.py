@@ -120,14 +120,16 @@ def _in_ray_worker() -> None:
 class Child:
     """One ``tools/train.py`` process of a run, in its own session, output appended to its log.
 
-    ``slot``: a ``CUDA_VISIBLE_DEVICES`` value or None (inherit); ``cwd``: its working directory
+    ``slot``: a ``CUDA_VISIBLE_DEVICES`` value or None (inherit); ``threads``: its ``OMP_NUM_THREADS``
+    (None: inherit; torch takes its intra-op thread count from it); ``cwd``: its working directory
     (None: this process's); ``in_ray_worker``: see :func:`_in_ray_worker`. A terminal's Ctrl-C
     reaches only the study, which forwards it exactly once (a second SIGINT would make the trainer
     abort without its final metrics.json).
     """
 
     def __init__(self, run: PlannedRun, train_command: Sequence[str], slot: Optional[str] = None,
-                 where: str = "", cwd: Optional[str] = None, in_ray_worker: bool = False) -> None:
+                 where: str = "", cwd: Optional[str] = None, in_ray_worker: bool = False,
+                 threads: Optional[int] = None) -> None:
         global _LIBC
         os.makedirs(run.run_dir, exist_ok=True)
         self.run, self.slot, self.where = run, slot, where
@@ -136,6 +138,9 @@ class Child:
         env = dict(os.environ)
         if slot is not None:
             env["CUDA_VISIBLE_DEVICES"] = slot
+        if threads is not None:
+            env["OMP_NUM_THREADS"] = str(threads)
+        self.threads = threads
         self.log = open(os.path.join(run.run_dir, CHILD_LOG), "a", encoding="utf-8")
         self.log.write(f"\n# {datetime.datetime.now().isoformat(timespec='seconds')} {socket.gethostname()} "
                        f"{'CUDA_VISIBLE_DEVICES=' + slot + ' ' if slot is not None else ''}{shlex.join(self.cmd)}\n")
@@ -163,7 +168,8 @@ class Child:
         after = epochs_done(self.run.run_dir)
         _append_session(self.run.run_dir, {
             "started": datetime.datetime.fromtimestamp(self.start).isoformat(timespec="seconds"),
-            "wall_s": round(wall, 2), "exit_status": rc, "device": self.slot, "host": socket.gethostname(),
+            "wall_s": round(wall, 2), "exit_status": rc, "device": self.slot, "threads": self.threads,
+            "host": socket.gethostname(),
             "resumed": self.resumed, "epochs_before": self.epochs_before, "epochs_after": after,
             "command": shlex.join(self.cmd)})
         return Attempt(rc, wall, self.epochs_before, after, self.where)
@@ -210,15 +216,18 @@ class Executor:
 class LocalExecutor(Executor):
     """One subprocess per slot on this machine: ``slots`` are None (inherit the environment) or a
     ``CUDA_VISIBLE_DEVICES`` value per concurrent process; ``train_command`` is the launcher and
-    ``tools/train.py`` (e.g. ``[python, tools/train.py]`` or ``[torchrun, ..., tools/train.py]``)."""
+    ``tools/train.py`` (e.g. ``[python, tools/train.py]`` or ``[torchrun, ..., tools/train.py]``);
+    ``threads``: each process's ``OMP_NUM_THREADS`` (None: inherit), so that N CPU runs side by side
+    share the cores instead of oversubscribing them."""
 
-    def __init__(self, train_command: Sequence[str], slots: Sequence[Optional[str]] = (None,)) -> None:
-        self.train_command, self.slots = list(train_command), list(slots)
+    def __init__(self, train_command: Sequence[str], slots: Sequence[Optional[str]] = (None,),
+                 threads: Optional[int] = None) -> None:
+        self.train_command, self.slots, self.threads = list(train_command), list(slots), threads
         self.max_in_flight = len(self.slots)
         self._busy: Dict[int, Child] = {}
 
     def describe(self) -> str:
-        return f"{len(self.slots)} at a time"
+        return f"{len(self.slots)} at a time" + (f", {self.threads} thread(s) each" if self.threads else "")
 
     def parallel(self) -> int:
         return len(self.slots)
@@ -226,7 +235,8 @@ class LocalExecutor(Executor):
     def start(self, run: PlannedRun) -> int:
         i = next(i for i in range(len(self.slots)) if i not in self._busy)
         slot = self.slots[i]
-        self._busy[i] = Child(run, self.train_command, slot, f"GPU {slot}" if slot is not None else "")
+        self._busy[i] = Child(run, self.train_command, slot, f"GPU {slot}" if slot is not None else "",
+                              threads=self.threads)
         return i
 
     def poll(self, job: int) -> Optional[Attempt]:
@@ -240,11 +250,11 @@ class LocalExecutor(Executor):
 
 
 def make_executor(kind: str, train_command: Sequence[str], out_dir: str, slots: Sequence[Optional[str]] = (None,),
-                  **ray_options: Any) -> Executor:
-    """``local`` (``slots``) or ``ray`` (``ray_options``: see ``ray_executor.RayExecutor``); a
-    missing Ray names the install command."""
+                  threads: Optional[int] = None, **ray_options: Any) -> Executor:
+    """``local`` (``slots``, ``threads``) or ``ray`` (``ray_options``: see ``ray_executor.RayExecutor``);
+    a missing Ray names the install command."""
     if kind == "local":
-        return LocalExecutor(train_command, slots)
+        return LocalExecutor(train_command, slots, threads)
     try:
         import ray  # noqa: F401  (the optional dependency, before the module that needs it)
     except ImportError as exc:
