@@ -184,14 +184,21 @@ def _blurred_log_patch(hm: torch.Tensor, x: torch.Tensor, y: torch.Tensor, kerne
     return torch.log(patch.clamp_min(1e-10))
 
 
-_DARK_MARGIN = 3  # px from the edge below which DARK falls back to the quarter shift (see _dark_offset)
+def _dark_margin(kernel: int) -> int:
+    """px from the edge below which DARK falls back to the quarter shift (see :func:`_dark_offset`).
+
+    3 up to sigma 2 (kernel 11); a wider blur carries the zero padding further in, so ``kernel // 3``:
+    measured on Gaussians of sigma 1 to 4, DARK's worst error at that margin is 0.11 px (with 3 px,
+    sigma 3 reached 0.53 px there: worse than the quarter shift it replaces).
+    """
+    return max(3, kernel // 3)
 
 
 def _dark_offset(hm: torch.Tensor, coords: torch.Tensor, kernel: int) -> torch.Tensor:
     """DARK (Zhang et al., CVPR 2020): one Newton step on the blurred log-heatmap at the argmax.
 
     The blur and the stencil are DarkPose's / mmpose's ``refine_keypoints_dark`` (zero padding,
-    central differences over +-2 px). Where the peak is at least ``_DARK_MARGIN`` px from every
+    central differences over +-2 px). Where the peak is at least :func:`_dark_margin` px from every
     edge and the Hessian is negative definite: the 2-D step ``-H^-1 g``. Elsewhere per axis:
     the 1-D step on an axis whose peak is far enough from the edges, else the quarter shift.
     DarkPose steps from 2 px on (and leaves nearer peaks unrefined); but the zero padding
@@ -208,8 +215,9 @@ def _dark_offset(hm: torch.Tensor, coords: torch.Tensor, kernel: int) -> torch.T
     hxx = 0.25 * (L[..., 2, 4] - 2 * c + L[..., 2, 0])
     hyy = 0.25 * (L[..., 4, 2] - 2 * c + L[..., 0, 2])
     hxy = 0.25 * (L[..., 3, 3] - L[..., 1, 3] - L[..., 3, 1] + L[..., 1, 1])
-    fit_x = (x >= _DARK_MARGIN) & (x <= w - 1 - _DARK_MARGIN)
-    fit_y = (y >= _DARK_MARGIN) & (y <= h - 1 - _DARK_MARGIN)
+    margin = _dark_margin(kernel)
+    fit_x = (x >= margin) & (x <= w - 1 - margin)
+    fit_y = (y >= margin) & (y <= h - 1 - margin)
     det = hxx * hyy - hxy * hxy
     full = fit_x & fit_y & (hxx < 0) & (det > 0)  # a maximum, not a saddle or a flat patch
     one_x = fit_x & (hxx < 0)

@@ -130,8 +130,9 @@ def build_scheduler(cfg, optimizer: Optimizer) -> MultiStepLR:
     ``LR``, 20..24 at ``LR * 0.1``, 25.. at ``LR * 0.01``.
     """
     steps = list(cfg.TRAIN.LR_STEP)
-    if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in steps) or steps != sorted(steps):
-        raise ValueError(f"TRAIN.LR_STEP must be increasing epoch numbers, got {steps}")
+    # >= 1 as load_config requires: a milestone 0 would decay the LR before the first epoch
+    if any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in steps) or steps != sorted(steps):
+        raise ValueError(f"TRAIN.LR_STEP must be increasing epoch numbers >= 1, got {steps}")
     if not cfg.TRAIN.LR_FACTOR > 0:
         raise ValueError(f"TRAIN.LR_FACTOR must be positive, got {cfg.TRAIN.LR_FACTOR}")
     return MultiStepLR(optimizer, milestones=steps, gamma=float(cfg.TRAIN.LR_FACTOR))

@@ -10,7 +10,8 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
-REAL_HANDS = os.path.join(os.path.dirname(ROOT), "shared", "data", "real-hands")
+# HRNET_REAL_HANDS overrides the folder for a copy of the tree elsewhere (tools/mutation.py's mutants/).
+REAL_HANDS = os.environ.get("HRNET_REAL_HANDS") or os.path.join(os.path.dirname(ROOT), "shared", "data", "real-hands")
 
 
 @pytest.fixture(scope="session")

@@ -50,3 +50,42 @@ def test_from_cfg_and_bad_parameters():
         HeatmapCodec((16, 16), 2.0, "dark", 10)
     with pytest.raises(ValueError, match="sigma must be > 0"):
         HeatmapCodec((16, 16), 0.0, "dark")
+
+
+# --- mutation-tested edges (tools/mutation.py codec) -----------------------------------------------
+
+def test_heatmap_size_is_validated_per_axis_and_stored_as_int_tuple():
+    codec = HeatmapCodec([24.0, 16], 2.0)
+    assert codec.heatmap_size == (24, 16) and isinstance(codec.heatmap_size, tuple)
+    assert codec == HeatmapCodec((24, 16), 2.0) and hash(codec) == hash(HeatmapCodec((24, 16), 2.0))
+    assert HeatmapCodec((1, 1), 2.0).encode(np.zeros((1, 2)), np.ones(1))[0].shape == (1, 1, 1)
+    for bad in [(0, 16), (16, 0), (-3, 16)]:
+        with pytest.raises(ValueError, match=r"heatmap_size must be positive \(width, height\), got " + str(bad)
+                           .replace("(", r"\(").replace(")", r"\)")):
+            HeatmapCodec(bad, 2.0)
+
+
+def test_a_one_tap_dark_kernel_is_allowed():
+    """1 is positive and odd (no blur): accepted by the codec and by decode_heatmaps."""
+    hm = torch.zeros(1, 1, 16, 16)
+    hm[0, 0, 8, 5] = 1.0
+    assert HeatmapCodec((16, 16), 2.0, "dark", 1).dark_kernel == 1
+    assert decode_heatmaps(hm, "dark", 1)[0][0, 0].tolist() == [5.0, 8.0]
+    with pytest.raises(ValueError, match="positive odd size, got 0"):
+        HeatmapCodec((16, 16), 2.0, "dark", 0)
+
+
+@pytest.mark.parametrize("sigma, margin", [(2.0, 3), (3.0, 5), (4.0, 7)])
+def test_dark_margin_grows_with_sigma(sigma, margin):
+    """DARK refines peaks from ``max(3, kernel // 3)`` px off the edge (0.11 px worst there); nearer
+    the edge its zero-padded blur is biased, so it keeps the quarter shift (<= 0.25 px)."""
+    codec, quarter = HeatmapCodec((48, 40), sigma, "dark"), HeatmapCodec((48, 40), sigma, "argmax")
+    rng = np.random.default_rng(8)
+    for pixel in (margin, 47 - margin, margin - 1, 48 - margin):
+        pts = np.stack([rng.uniform(pixel - 0.45, pixel + 0.45, 50), rng.uniform(15, 25, 50)], 1)
+        hm = torch.from_numpy(codec.encode(pts, np.ones(50))[0])[None]
+        dark = codec.decode(hm)[0][0].numpy()
+        if pixel in (margin, 47 - margin):
+            assert np.abs(dark[:, 0] - pts[:, 0]).max() < 0.12, pixel
+        else:  # one pixel nearer the edge: exactly the quarter shift
+            np.testing.assert_array_equal(dark[:, 0], quarter.decode(hm)[0][0].numpy()[:, 0])

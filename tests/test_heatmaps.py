@@ -155,3 +155,118 @@ def test_numpy_input_batch_shape_and_errors():
         decode_heatmaps(hm, "dark", dark_kernel=10)
     with pytest.raises(ValueError, match=r"\(B, J, H, W\)"):
         decode_heatmaps(hm[0], "argmax")
+
+
+# --- mutation-tested edges (tools/mutation.py codec) -----------------------------------------------
+
+def test_encode_keeps_joints_in_the_half_pixel_at_each_edge():
+    """Pixel 0 covers [-0.5, 0.5): a joint at -0.5 .. w - 0.5 is inside (weight 1, peak on the edge
+    pixel); a joint beyond that half pixel is outside (weight 0, zero target). Both axes, non-square."""
+    w, h = 24, 16
+    inside = np.array([[-0.5, 5.0], [w - 0.5, 5.0], [5.0, -0.5], [5.0, h - 0.5], [-0.25, -0.25]])
+    outside = np.array([[-0.51, 5.0], [w - 0.49, 5.0], [5.0, -0.51], [5.0, h - 0.49], [5.0, -1.2]])
+    target, weight = encode_heatmaps(np.concatenate([inside, outside]), np.ones(10), (w, h), 2.0)
+    assert target.shape == (10, h, w) and weight.dtype == np.float32
+    np.testing.assert_array_equal(weight, [1] * 5 + [0] * 5)
+    peaks = [np.unravel_index(t.argmax(), (h, w)) for t in target[:5]]
+    assert peaks == [(5, 0), (5, w - 1), (0, 5), (h - 1, 5), (0, 0)]
+    assert not target[5:].any()
+
+
+def test_encode_a_nan_joint_drops_only_that_joint():
+    """An unlabelled (or broken) joint with NaN coordinates: weight 0, an all-zero finite target,
+    and the other joints keep theirs."""
+    joints = np.array([[np.nan, np.nan], [10.0, 12.0], [np.nan, 3.0], [4.0, 5.0]])
+    target, weight = encode_heatmaps(joints, np.array([0, 2, 2, 1]), (W, H), 2.0)
+    np.testing.assert_array_equal(weight, [0, 1, 0, 1])
+    assert np.isfinite(target).all() and not target[[0, 2]].any()
+    assert target[1, 12, 10] == 1.0 and target[3, 5, 4] == 1.0
+
+
+def _one_peak(x, y, size=(W, H), sigma=2.0):
+    return _gaussians(np.array([[x, y]], dtype=np.float64), sigma, size)
+
+
+def test_quarter_shift_at_and_next_to_every_edge():
+    """No shift on an edge pixel (one neighbour only); next to an edge both neighbours are read."""
+    w, h = 24, 16
+    cases = {(0.3, 0.3): (0.0, 0.0), (w - 1.3, h - 1.3): (w - 1.0, h - 1.0),  # corners: no shift
+             (1.2, 1.2): (1.25, 1.25), (0.8, 0.8): (0.75, 0.75),  # next to the top-left edges
+             (w - 2.2, h - 2.2): (w - 2.25, h - 2.25), (w - 1.8, h - 1.8): (w - 1.75, h - 1.75)}
+    for (x, y), want in cases.items():
+        got = decode_heatmaps(_one_peak(x, y, (w, h)), "argmax")[0][0, 0].tolist()
+        assert got == list(want), ((x, y), got)
+
+
+def test_dark_near_the_top_and_bottom_edges_mirrors_the_left_and_right():
+    """As test_dark_near_the_edge_is_never_worse_than_the_quarter_shift, for y: within 3 px of an edge
+    the quarter shift (<= 0.25 px) while x keeps its 1-D Newton step; on the 3rd pixel DARK itself (0.11 px)."""
+    rng = np.random.default_rng(7)
+    ys = np.concatenate([rng.uniform(0.5, 2.5, 300), rng.uniform(H - 3.5, H - 1.5, 300)])
+    centres = np.stack([rng.uniform(20, 40, 600), ys], 1)
+    dark = np.abs(decode_heatmaps(_gaussians(centres), "dark")[0][0].numpy() - centres)
+    assert dark[:, 1].max() <= 0.25 + 1e-3 and dark[:, 0].max() < 2e-3
+    for lo in (2.5, H - 4.5, ):  # peaks on pixel 3 and on pixel H - 4: DARK, not the quarter shift
+        for axis in (0, 1):
+            centres = rng.uniform(20, 40, (300, 2))
+            centres[:, axis] = rng.uniform(lo, lo + 1.0, 300)
+            err = np.abs(decode_heatmaps(_gaussians(centres), "dark")[0][0].numpy() - centres)
+            assert err[:, axis].max() < 0.12, (lo, axis)
+
+
+def test_dark_on_a_ridge_refines_across_it_and_keeps_the_pixel_along_it():
+    """A ridge flat along one axis (no curvature there, a singular Hessian): the 1-D step across the
+    ridge, no shift along it, and no NaN from a 0/0 step."""
+    profile = torch.exp(-0.5 * ((torch.arange(32.0, dtype=torch.float64) - 12.3) / 2.0) ** 2).float()
+    for axis in (0, 1):
+        hm = (profile[None, :].repeat(32, 1) if axis == 0 else profile[:, None].repeat(1, 32)).clone()
+        peak = (16, 12) if axis == 0 else (12, 16)  # one ulp higher: the first maximum, off the edge
+        hm[peak] = torch.nextafter(hm[peak], torch.tensor(2.0))
+        coords = decode_heatmaps(hm[None, None], "dark")[0][0, 0]
+        across, along = coords[axis].item(), coords[1 - axis].item()
+        assert abs(across - 12.3) < 0.01 and along == 16.0, (axis, coords)
+
+
+def test_dark_at_a_minimum_of_the_blurred_map_falls_back_to_the_quarter_shift():
+    """A one-pixel spike in a dip: the blurred log-heatmap has a minimum there (positive curvature),
+    where a Newton step would run toward the dip; DARK keeps the quarter shift instead."""
+    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    hm = 1 - 0.9 * torch.exp(-0.5 * (((xx - 16.5) / 2) ** 2 + ((yy - 16.3) / 2) ** 2))
+    hm[16, 16] = 1.2
+    for m in (hm, hm.T.contiguous()):
+        torch.testing.assert_close(decode_heatmaps(m[None, None], "dark")[0],
+                                   decode_heatmaps(m[None, None], "argmax")[0], rtol=0, atol=0)
+
+
+def test_dark_steps_are_clamped_to_one_pixel():
+    hm = torch.from_numpy(np.random.default_rng(5).normal(0, 1, (4, 21, H, W)).astype(np.float32))
+    from data.codec import get_max_preds
+
+    offset = decode_heatmaps(hm, "dark")[0] - get_max_preds(hm)[0]
+    assert offset.abs().max() == 1.0  # noise has steps far beyond 1 px: both signs reach the clamp
+    assert (offset == 1.0).any() and (offset == -1.0).any()
+
+
+def test_decode_dtypes_defaults_and_device():
+    hm = _one_peak(20.3, 30.6)
+    ref, _ = decode_heatmaps(hm)  # the default method is argmax
+    assert ref.dtype == torch.float32 and ref[0, 0].tolist() == [20.25, 30.75]
+    # half precision (AMP) and integer maps decode in float32; float64 stays float64
+    for dtype in (torch.float16, torch.bfloat16):
+        for method in ("argmax", "dark"):
+            coords, maxvals = decode_heatmaps(hm.to(dtype), method)
+            assert coords.dtype == maxvals.dtype == torch.float32
+            assert (coords - decode_heatmaps(hm, method)[0]).abs().max() < 0.05
+    from data.codec import get_max_preds
+
+    assert get_max_preds((hm * 100).to(torch.uint8))[0].dtype == torch.float32
+    for method in ("argmax", "dark"):
+        c64, m64 = decode_heatmaps(hm.double(), method)
+        assert c64.dtype == m64.dtype == torch.float64
+        torch.testing.assert_close(c64.float(), decode_heatmaps(hm, method)[0], rtol=0, atol=1e-4)
+    assert get_max_preds(hm.double())[0].dtype == torch.float64
+    # every intermediate lives on the heatmaps' device ('meta': shapes only, no CPU tensor may enter)
+    meta = torch.empty(2, 3, 16, 24, device="meta")
+    for method in ("argmax", "dark"):
+        coords, maxvals = decode_heatmaps(meta, method)
+        assert coords.device.type == "meta" and coords.shape == (2, 3, 2) and maxvals.shape == (2, 3)

@@ -546,3 +546,132 @@ def test_ddp_single_process_group(tmp_path):
     proc = subprocess.run([sys.executable, "-c", _DDP_CHILD, str(tmp_path / "pg"), ROOT, TESTS],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and "DDP-OK" in proc.stdout, proc.stderr[-3000:]
+
+
+# --------------------------------------------------------------------------- mutation-tested edges
+def test_defaults_repr_and_zero_grad_default():
+    model = _model()
+    opt = Lookahead(torch.optim.SGD(model.parameters(), lr=0.1))
+    assert (opt.k, opt.alpha, opt.pullback_momentum, opt.momentum_keys) == (5, 0.5, "none",
+                                                                            ("momentum_buffer", "exp_avg"))
+    text = repr(opt)
+    inner = repr(opt.optimizer).splitlines()
+    assert text.splitlines() == ["Lookahead(k=5, alpha=0.5, pullback_momentum='none',"] + \
+        ["    " + line for line in inner] + [")"]
+    _backward(model, 0)
+    opt.zero_grad()
+    assert all(p.grad is None for p in model.parameters())  # set_to_none=True, as torch's default
+
+
+def test_messages_name_the_culprit():
+    model = _model()
+    with pytest.raises(TypeError, match="wraps a torch.optim.Optimizer, got list"):
+        Lookahead(list(model.parameters()))
+    with pytest.raises(ValueError, match="but RMSprop has momentum=0 in every group"):
+        Lookahead(torch.optim.RMSprop(model.parameters(), lr=0.1), pullback_momentum="pullback")
+    opt = Lookahead(torch.optim.Adagrad(model.parameters(), lr=0.1), k=1, pullback_momentum="reset")
+    _backward(model, 0)
+    with pytest.raises(RuntimeError, match=r"the state of Adagrad has none of the momentum keys"):
+        opt.step()
+    opt = Lookahead(_inner("sgd", model.parameters()), k=3)
+    with opt.slow_weights():
+        with pytest.raises(RuntimeError, match=r"^Lookahead\.step\(\) inside `with optimizer\.slow_weights\(\):` "
+                                               r"would train the slow weights and lose the fast ones; "
+                                               r"step after the block$"):
+            opt.step()
+
+
+def test_step_passes_the_closure_and_returns_its_loss():
+    model = _model()
+    opt = Lookahead(torch.optim.LBFGS(model.parameters(), lr=0.1, max_iter=2), k=2)
+    losses = []
+
+    def closure():
+        opt.zero_grad()
+        g = torch.Generator().manual_seed(0)
+        loss = torch.nn.functional.mse_loss(model(torch.randn(8, 5, generator=g)), torch.randn(8, 3, generator=g))
+        loss.backward()
+        losses.append(loss)
+        return loss
+
+    assert opt.step(closure) is losses[0] and opt.num_steps == 1  # LBFGS needs the closure
+    sgd = Lookahead(_inner("sgd", model.parameters()), k=2)
+    assert sgd.step(closure) is losses[-1] and sgd.num_steps == 1
+    _backward(model, 0)
+    assert sgd.step() is None  # no closure: the inner step's None
+
+
+def test_groups_of_one_and_of_no_parameter_sync_in_every_mode():
+    for mode in ("none", "reset", "pullback"):
+        model = _model()
+        params = list(model.parameters())
+        inner = torch.optim.SGD([{"params": params[:1]}, {"params": []}, {"params": params[1:]}], lr=0.1,
+                                momentum=0.9)
+        opt = Lookahead(inner, k=2, alpha=0.5, pullback_momentum=mode)
+        ref_model = _model()
+        ref = Lookahead(_inner("sgd", ref_model.parameters()), k=2, alpha=0.5, pullback_momentum=mode)
+        _train(model, opt, 0, 5)
+        _train(ref_model, ref, 0, 5)
+        assert all(torch.equal(a, b) for a, b in zip(_params(model), _params(ref_model))), mode
+
+
+def test_a_device_without_a_chunk_size_syncs_in_one_run():
+    model = _model()
+    opt = Lookahead(_inner("sgd", model.parameters()), k=2)
+    opt.chunk_bytes = {}  # absent: one run per group (as on CUDA)
+    _train(model, opt, 0, 2)
+    assert [len(c[3]) for c in opt._chunk_cache.values()] == [1]
+
+
+def test_a_swapped_parameter_list_is_synced_not_the_cached_one():
+    """The chunk cache is keyed on the group's list object: a group given a new list of parameters
+    (same count) syncs the new tensors."""
+    model = _model()
+    opt = Lookahead(torch.optim.SGD(model.parameters(), lr=0.1), k=1, alpha=0.5)
+    _train(model, opt, 0, 1)
+    twin = _model(seed=3)
+    opt.param_groups[0]["params"] = list(twin.parameters())
+    phi = [s.clone() for s in opt._slow[0]]
+    _backward(twin, 1)
+    opt.step()  # k=1: a sync now, on the twin's parameters
+    assert all(torch.equal(p.detach(), s) for p, s in zip(twin.parameters(), opt._slow[0]))
+    assert not all(torch.equal(a, b) for a, b in zip(phi, opt._slow[0]))
+
+
+def test_parameters_added_or_groups_lost_behind_its_back_are_errors():
+    model = _model()
+    params = list(model.parameters())
+    opt = Lookahead(torch.optim.SGD([{"params": params[:2]}, {"params": params[2:]}], lr=0.1), k=1)
+    _train(model, opt, 0, 1)
+    opt.param_groups[0]["params"].append(torch.nn.Parameter(torch.zeros(2)))
+    _backward(model, 1)
+    with pytest.raises(RuntimeError, match=r"parameter group 0 has 3 parameters but 2 slow weights"):
+        opt.step()  # k=1: the sync finds the extra parameter
+    opt.param_groups[0]["params"].pop()
+    del opt.param_groups[1]
+    with pytest.raises(RuntimeError, match=r"the inner optimizer lost parameter groups \(1 now, 2 with slow weights\)"):
+        opt.state_dict()
+
+
+def test_copies_drop_hooks_like_torch_optimizers():
+    model = _model()
+    opt = Lookahead(_inner("sgd", model.parameters()), k=2)
+    opt.register_step_post_hook(lambda o, a, kw: None)
+    assert len(opt._optimizer_step_post_hooks) == 1
+    clone = copy.deepcopy(opt)
+    assert len(clone._optimizer_step_post_hooks) == 0 and clone._chunk_cache == {}
+
+
+def test_state_dict_carries_momentum_keys_and_checks_cycle_step():
+    model = _model()
+    opt = Lookahead(_inner("adam", model.parameters()), k=3, pullback_momentum="reset", momentum_keys=("exp_avg",))
+    _train(model, opt, 0, 2)
+    sd = opt.state_dict()
+    assert sd["lookahead"]["momentum_keys"] == ["exp_avg"]
+    other = Lookahead(_inner("adam", _model().parameters()), k=3, pullback_momentum="reset")
+    other.load_state_dict(sd)
+    assert other.momentum_keys == ("exp_avg",)
+    bad = copy.deepcopy(sd)
+    bad["lookahead"]["cycle_step"] = 3  # == k: a sync would have happened
+    with pytest.raises(ValueError, match=r"cycle_step 3 not in \[0, k=3\)"):
+        other.load_state_dict(bad)

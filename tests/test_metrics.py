@@ -1,4 +1,6 @@
 """hrnet.evaluation.metrics on hand-made cases with known answers."""
+import warnings
+
 import numpy as np
 import pytest
 
@@ -138,3 +140,118 @@ def test_bad_shapes_are_reported():
         M.compute_metrics(preds, joints[:, :20], bbox)
     with pytest.raises(ValueError, match="bbox must be"):
         M.compute_metrics(preds, joints, bbox[:1])
+
+
+# --- mutation-tested edges (tools/mutation.py metrics) ---------------------------------------------
+
+def test_bad_shapes_name_the_expected_shape():
+    preds, joints, bbox = _case()
+    with pytest.raises(ValueError, match=r"preds must be \(N, J, 2\), got shape \(2, 21, 3\)"):
+        M.compute_metrics(joints, joints, bbox)  # ndim 3 but 3 coordinates
+    with pytest.raises(ValueError, match="preds must be"):
+        M.compute_metrics(preds[0], joints, bbox)  # ndim 2
+    with pytest.raises(ValueError, match=r"joints must be \(N, J, 3\) = \(2, 21, 3\), got shape \(2, 20, 3\)"):
+        M.compute_metrics(preds, joints[:, :20], bbox)
+    with pytest.raises(ValueError, match=r"bbox must be \(N, 4\) = \(2, 4\) xywh, got shape \(1, 4\)"):
+        M.compute_metrics(preds, joints, bbox[:1])
+
+
+def test_threshold_errors_name_the_culprit():
+    preds, joints, bbox = _case()
+    with pytest.raises(TypeError, match="a mapping or None, got int"):
+        M.compute_metrics(preds, joints, bbox, 3)
+    with pytest.raises(KeyError, match="missing key TEST.AUC_MAX_PX"):
+        M.compute_metrics(preds, joints, bbox, {"FAILURE_THRESHOLD": 0.1, "PCK_THRESHOLD": 0.2})
+
+
+def test_visibility_1_counts_as_labelled():
+    """COCO v=1 (labelled, occluded) counts like v=2; only v=0 is left out."""
+    preds, joints, bbox = _case(n=1)
+    joints[0, :, 2] = 1.0
+    preds[0, 0] += [3.0, 4.0]
+    assert M.compute_metrics(preds, joints, bbox)["NME"] == pytest.approx(5.0 / 100 / J)
+
+
+def test_nme_divides_by_the_labelled_count_of_each_image():
+    preds, joints, bbox = _case(n=2)
+    joints[0, 1:, 2] = 0  # image 0: one labelled joint, 5 px off
+    preds[0, 0] += [3.0, 4.0]
+    joints[1, 2:, 2] = 0  # image 1: two labelled joints, one 10 px off
+    preds[1, 1] += [6.0, 8.0]
+    m = M.compute_metrics(preds, joints, bbox)
+    np.testing.assert_allclose(m["per_image_NME"], [0.05, 0.05])
+    assert m["NME"] == pytest.approx(0.05)
+    # per joint: joint 0 labelled in both images (5 px and 0), joint 1 only in image 1 (10 px)
+    np.testing.assert_allclose(m["per_joint_NME"][:2], [0.025, 0.1])
+    assert np.isnan(m["per_joint_NME"][2:]).all()
+    assert M.epe(preds[:1], joints[:1]) == pytest.approx(5.0)  # one labelled joint: its own distance
+
+
+def test_a_box_under_one_pixel_still_counts():
+    preds, joints, bbox = _case(n=1, w=0.5, h=0.25)
+    preds[0, 0] += [0.05, 0.0]
+    m = M.compute_metrics(preds, joints, bbox)
+    assert m["num_images"] == 1 and m["NME"] == pytest.approx(0.1 / J)
+
+
+def test_excluded_images_give_nan_without_numpy_warnings():
+    preds, joints, bbox = _case(n=2)
+    bbox[:, 2:] = 0.0  # every box empty: nothing counts
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a division by zero or a mean of nothing would warn
+        m = M.compute_metrics(preds, joints, bbox)
+        acc, avg, cnt = M.pck_accuracy(preds, joints, bbox, 0.2)
+        assert M.auc(preds, joints * [1, 1, 0]) == 0.0 and M.epe(preds, joints * [1, 1, 0]) == 0.0
+        assert M.failure_rate(np.array([np.nan])) != M.failure_rate(np.array([np.nan]))  # NaN
+        x, y = M.ced_curve(np.array([np.nan]), 0.1, num=5)
+    assert np.isnan(m["NME"]) and m["num_images"] == 0 and m["num_images_excluded"] == 2
+    assert np.isnan(m["per_image_NME"]).all() and np.isnan(m["failure_rate@0.1"])
+    assert avg == 0.0 and cnt == 0 and (acc == -1).all()  # as mmpose: nothing to average
+    np.testing.assert_array_equal(y, np.zeros(5))
+
+
+def test_a_negative_box_is_a_perfect_pck_like_mmpose():
+    """mmpose replaces a negative normaliser with 1e6 (every distance ~0); NME excludes the image."""
+    preds, joints, bbox = _case(n=1)
+    bbox[0, 2:] = -10.0
+    preds[0] += 50.0
+    assert M.pck_accuracy(preds, joints, bbox, 0.2)[1] == 1.0
+    assert M.compute_metrics(preds, joints, bbox)["num_images"] == 0
+
+
+def test_thresholds_are_strict_in_float32_like_mmpose():
+    """A distance of exactly thr * size misses even where float32(thr) < thr (0.7, 0.35)."""
+    preds, joints, bbox = _case(n=1)
+    preds[0, 4, 0] += 70.0  # 70 / 100 = 0.7 exactly
+    assert M.pck_accuracy(preds, joints, bbox, 0.7)[0][4] == 0.0
+    preds, joints, _ = _case(n=1)
+    preds[0, :, 0] += 10.5  # 10.5 / 30 = 0.35 = threshold 7 of 20: a miss there, hits from 0.4 on
+    assert M.auc(preds, joints) == pytest.approx(12 / 20)
+
+
+def test_pck_counts_a_labelled_keypoint_that_is_always_missed():
+    preds, joints, bbox = _case()
+    preds[:, 2] += 50.0
+    acc, avg, cnt = M.pck_accuracy(preds, joints, bbox)  # default thr 0.2
+    assert acc[2] == 0.0 and cnt == J and avg == pytest.approx((J - 1) / J)
+    preds[:, 2] -= 50.0
+    preds[:, 3] += 30.0  # 0.3: a miss at the default 0.2
+    assert M.pck_accuracy(preds, joints, bbox)[0][3] == 0.0
+
+
+def test_defaults_of_the_metric_functions():
+    preds, joints, _ = _case()
+    assert M.auc(preds + [1.52, 0.0], joints) == pytest.approx(0.9)  # 30 px: misses 0 and 1.5 px
+    assert M.failure_rate(np.array([0.05, 0.11])) == 0.5  # threshold 0.1
+    assert M.failure_rate(np.array([0.1, 0.2]), 0.1) == 0.5  # strictly greater fails
+    x, y = M.ced_curve(np.array([0.05]), 0.1)
+    assert len(x) == len(y) == 201
+    assert y[0] == 0.0 and y[100] == 1.0 and y[99] == 0.0  # one image: a step at 0.05
+
+
+def test_auc_max_px_reaches_the_auc():
+    preds, joints, bbox = _case()
+    preds += [4.0, 0.0]
+    th = {"FAILURE_THRESHOLD": 0.1, "PCK_THRESHOLD": 0.2, "AUC_MAX_PX": 60.0}
+    assert M.compute_metrics(preds, joints, bbox, th)["AUC"] == pytest.approx(M.auc(preds, joints, 60.0))
+    assert M.auc(preds, joints, 60.0) != pytest.approx(M.auc(preds, joints, 30.0))

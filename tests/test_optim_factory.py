@@ -164,3 +164,71 @@ def test_bad_schedule_config():
     cfg = make_cfg(opts=["TRAIN.LR_FACTOR", "0.0"])
     with pytest.raises(ValueError, match="TRAIN.LR_FACTOR"):
         build_scheduler(cfg, build_optimizer(cfg, model))
+
+
+# --- mutation-tested edges (tools/mutation.py optim_factory) ---------------------------------------
+
+def test_param_groups_documented_shape_and_no_trainable_parameters():
+    from optim.factory import param_groups
+
+    model = _model()
+    decay, no_decay = param_groups(model, 0.01, True)
+    assert (decay["weight_decay"], no_decay["weight_decay"]) == (0.01, 0.0)
+    assert param_groups(model, 0.01, False) == [{"params": list(model.parameters()), "weight_decay": 0.01}]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    with pytest.raises(ValueError, match="Sequential has no trainable parameters to optimize"):
+        param_groups(model, 0.01, True)
+
+
+def test_every_torch_optimizer_takes_lr_weight_decay_and_foreach():
+    for name in ("sgd", "adam", "adamw", "rmsprop"):
+        g = _build("TRAIN.OPTIMIZER", name, "TRAIN.LR", "0.0123", "TRAIN.WD", "0.004").param_groups[0]
+        assert (g["lr"], g["weight_decay"], g["foreach"]) == (0.0123, 0.004, True), name
+    g = _build("TRAIN.OPTIMIZER", "rmsprop", "TRAIN.RMSPROP_MOMENTUM", "0.3", "TRAIN.MOMENTUM", "0.7").param_groups[0]
+    assert g["momentum"] == 0.3  # its own momentum when >= 0
+
+
+def test_timm_optimizers_get_momentum_and_only_matching_betas():
+    opt = _build("TRAIN.OPTIMIZER", "sgdp", "TRAIN.LR", "0.02", "TRAIN.MOMENTUM", "0.7", "TRAIN.WD", "0.003")
+    g = opt.param_groups[0]
+    assert type(opt).__name__ == "SGDP" and (g["lr"], g["momentum"], g["weight_decay"]) == (0.02, 0.7, 0.003)
+    assert "betas" not in g  # no betas for an optimizer without them
+    # Adan has 3 betas: our 2 are not passed, timm's defaults stay
+    from timm.optim import Adan
+
+    g = _build("TRAIN.OPTIMIZER", "adan", "TRAIN.ADAM_BETAS", "[0.8, 0.9]").param_groups[0]
+    assert tuple(g["betas"]) == Adan(torch.nn.Linear(1, 1).parameters()).defaults["betas"]
+
+
+def test_bad_values_name_the_key_and_the_valid_choices():
+    with pytest.raises(ValueError, match=r"TRAIN.ADAM_BETAS must be \[beta1, beta2\], got \[0.9, 0.99, 0.5\]"):
+        _build("TRAIN.OPTIMIZER", "adam", "TRAIN.ADAM_BETAS", "[0.9, 0.99, 0.5]")
+    with pytest.raises(ValueError, match=r"TRAIN.LOOKAHEAD.INNER='lookahead_adam': Lookahead cannot wrap itself; "
+                                         r"use one of sgd, adam, adamw, rmsprop, (?!lookahead)[a-z]"):
+        _build("TRAIN.OPTIMIZER", "lookahead", "TRAIN.LOOKAHEAD.INNER", "lookahead_adam")
+    with pytest.raises(ValueError, match="PULLBACK must be one of none, reset, pullback, got 'zero'"):
+        _build("TRAIN.OPTIMIZER", "lookahead", "TRAIN.LOOKAHEAD.PULLBACK", "zero")
+
+
+@pytest.mark.parametrize("steps", [[25, 20], [20.5, 25], [True, 25], [-1, 20], [0, 20]])
+def test_lr_step_must_be_increasing_epoch_numbers(steps):
+    cfg = make_cfg(freeze=False)  # past load_config's own check: the factory checks again (a config built in code)
+    cfg.TRAIN.LR_STEP = steps
+    with pytest.raises(ValueError, match=r"TRAIN.LR_STEP must be increasing epoch numbers >= 1, got \["):
+        build_scheduler(cfg, build_optimizer(cfg, _model()))
+
+
+def test_lr_step_at_epoch_1_decays_after_the_first_epoch():
+    cfg = make_cfg(opts=["TRAIN.LR", "1.0", "TRAIN.LR_STEP", "[1, 2]", "TRAIN.LR_FACTOR", "0.5"])
+    lrs, _ = _run(cfg, 3, 1)
+    assert lrs == pytest.approx([1.0, 0.5, 0.25])
+
+
+def test_warmup_factor_bounds():
+    model = _model()
+    cfg = make_cfg(opts=["TRAIN.WARMUP_ITERS", "3", "TRAIN.WARMUP_FACTOR", "1.0"])  # allowed: no ramp
+    assert build_warmup(cfg, build_optimizer(cfg, model)) is not None
+    cfg = make_cfg(opts=["TRAIN.WARMUP_ITERS", "3", "TRAIN.WARMUP_FACTOR", "1.5"])
+    with pytest.raises(ValueError, match=r"TRAIN.WARMUP_FACTOR must be in \(0, 1\], got 1.5"):
+        build_warmup(cfg, build_optimizer(cfg, model))

@@ -236,3 +236,219 @@ def test_training_sample_rotates_counter_clockwise_and_scales_the_crop(tmp_path,
     yy, xx = np.mgrid[0:16, 0:16]
     peak = np.array([(target * xx).sum(), (target * yy).sum()]) / target.sum()
     np.testing.assert_allclose(peak, expect_hm, atol=0.05)
+
+
+# --- mutation-tested edges (tools/mutation.py transforms) ------------------------------------------
+
+def test_box_to_center_scale_default_padding_aspect_and_extra_fields():
+    np.testing.assert_allclose(box_to_center_scale([0, 0, 100, 100])[1], [125, 125])  # padding 1.25
+    np.testing.assert_allclose(box_to_center_scale([0, 0, 50, 100], padding=1.0)[1], [100, 100])  # tall
+    # a non-square input (192 x 256, aspect 0.75): the crop takes the input's shape around the box
+    np.testing.assert_allclose(box_to_center_scale([0, 0, 120, 60], 0.75, 1.0)[1], [120, 160])
+    np.testing.assert_allclose(box_to_center_scale([0, 0, 30, 100], 0.75, 1.0)[1], [75, 100])
+    center, scale = box_to_center_scale([10, 20, 30, 100, 0.9], 0.75)  # [x, y, w, h, score]: score ignored
+    np.testing.assert_allclose(center, [24.5, 69.5])
+    np.testing.assert_allclose(scale, [93.75, 125])
+
+
+def test_non_square_input_maps_box_edges_to_output_edges():
+    """192 x 256 input and 48 x 64 heatmaps: box edges to output edges on each axis, q = 4 h + 1.5."""
+    center, scale = box_to_center_scale([10, 20, 90, 100], 0.75, 1.0)  # crop 90 x 120
+    mat = get_affine_transform(center, scale, 0.0, (192, 256))
+    edges = np.array([[center[0] - 45, center[1] - 60], [center[0] + 45, center[1] + 60]])
+    np.testing.assert_allclose(transform_points(edges, mat), [[-0.5, -0.5], [191.5, 255.5]], atol=1e-9)
+    pts = np.random.default_rng(0).uniform(0, 150, (21, 2))
+    for rot, flip in ((0.0, False), (25.0, True)):
+        inp = get_affine_transform(center, scale, rot, (192, 256), flip)
+        hm = get_affine_transform(center, scale, rot, (48, 64), flip)
+        np.testing.assert_allclose(transform_points(pts, inp), 4 * transform_points(pts, hm) + 1.5, atol=1e-9)
+    flipped = get_affine_transform(center, scale, 0.0, (192, 256), flip=True)
+    np.testing.assert_allclose(transform_points(pts, flipped)[:, 0], 191 - transform_points(pts, mat)[:, 0])
+    img = cv2.resize(np.random.default_rng(1).integers(0, 256, (20, 30, 3), dtype=np.uint8), (300, 200))
+    out = warp_crop(img, get_affine_transform(center, scale, 10.0, (192, 256)), (192, 256))
+    full = cv2.warpAffine(img, get_affine_transform(center, scale, 10.0, (192, 256)), (192, 256),
+                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    assert out.shape == (256, 192, 4) and np.abs(out[..., :3].astype(int) - full).max() <= 1
+
+
+def test_batched_transform_equals_one_matrix_at_a_time():
+    mats = np.stack([get_affine_transform([50.0, 60.0], [80.0, 120.0], a, (48, 64), f)
+                     for a, f in ((0.0, False), (30.0, True), (-70.0, False))])
+    pts = np.random.default_rng(0).uniform(0, 100, (3, 5, 2))
+    batched = transform_points(pts, mats)
+    for n in range(3):
+        np.testing.assert_allclose(batched[n], transform_points(pts[n], mats[n]), atol=1e-12)
+
+
+def test_reduced_decode_factor_takes_each_axis_with_its_own_size():
+    assert reduced_decode_factor([600, 5000], (256, 256)) == 2  # the less downsampled axis decides
+    assert reduced_decode_factor([600, 2400], (128, 256)) == 4  # 600 / 128 = 4.7 and 2400 / 256 = 9.4
+
+
+def test_warp_crop_of_a_strongly_downsampled_crop_reads_every_source_pixel():
+    """A crop 8x larger than its output: one output pixel spans 8 source pixels, beyond the ROI's
+    2-pixel margin, so the ROI must come from all four output corners exactly."""
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 256, (700, 900, 3), dtype=np.uint8)
+    for rot, flip in ((0.0, False), (20.0, True), (-35.0, False)):
+        mat = get_affine_transform([450.0, 350.0], [512.0, 480.0], rot, (64, 60), flip)
+        full = cv2.warpAffine(img, mat, (64, 60), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        diff = np.abs(warp_crop(img, mat, (64, 60))[..., :3].astype(int) - full)
+        assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, (rot, flip)
+
+
+@pytest.mark.parametrize("center", [(-200.0, 100.0), (600.0, 100.0), (150.0, -200.0), (150.0, 400.0),
+                                    # 2 px per output pixel across, 1.5 down: the preimage ends 2.5 px
+                                    # before the image (left, top) or starts 2.5 px after it (right, bottom)
+                                    (-49.5, 100.0), (349.5, 100.0), (150.0, -49.75), (150.0, 249.75)])
+def test_warp_crop_of_a_box_entirely_outside_the_image_is_black(center):
+    """Left, right, above, below the 300 x 200 image, far and just outside (a source window of width
+    or height zero after the 2-pixel margins): a black uint8 BGRA crop of the (non-square) output size."""
+    img = np.full((200, 300, 3), 200, np.uint8)
+    mat = get_affine_transform(center, [96.0, 96.0], 0.0, (48, 64))
+    out = warp_crop(img, mat, (48, 64))
+    assert out.shape == (64, 48, 4) and out.dtype == np.uint8 and not out.any()
+
+
+def test_the_augmentation_streams_of_a_seed_are_pinned():
+    """A seed's geometry and photometric draws are part of a run's reproducibility (a published run
+    re-run from its seed): sample_augmentation draws 4 uniforms; PhotometricAug.draw 10, plus 2 when
+    noise applies. Changing the stream changes every seeded run, so it is pinned here."""
+    rng = np.random.default_rng(0)
+    got = [sample_augmentation(rng, 0.25, 30.0, 0.6, 0.5) for _ in range(3)]
+    want = [(1.0684808436607272, -13.81279717416778, True), (1.156635119600136, 0.0, False),
+            (1.0218124957327115, 0.0, True)]
+    np.testing.assert_allclose([g[:2] for g in got], [w[:2] for w in want], rtol=1e-12)
+    assert [g[2] for g in got] == [w[2] for w in want]
+    assert rng.random() == pytest.approx(0.8574042765875693, rel=1e-15)  # 12 uniforms consumed
+    from data.transforms import PhotometricAug
+
+    aug = PhotometricAug(0.2, 10, 20, 0.8, 0.8, 0.6, 0.04)
+    rng = np.random.default_rng(6)
+    aug.set_random_state(rng)
+    first, second = aug.draw(), aug.draw()
+    want1 = {"alpha": 0.9373083479253354, "beta": -13.355141540871418, "hue": 9.748899803729332, "sat": 5,
+             "ksize": 3, "sigma": 1.1159011933968268, "noise": 2.9457286246758807, "seed": 1902530057}
+    want2 = {"alpha": 1.1915070248741186, "beta": 33.35430863354347, "hue": -9.03833025994907, "sat": -11,
+             "noise": 3.975472837885396, "seed": 1825772013}
+    for got_d, want_d in ((first, want1), (second, want2)):
+        assert set(got_d) == set(want_d)
+        for k, v in want_d.items():
+            assert got_d[k] == pytest.approx(v, rel=1e-12) and type(got_d[k]) is not type(None), k
+    assert isinstance(first["seed"], int) and isinstance(first["sat"], int)
+    assert rng.random() == pytest.approx(0.49726791274147364, rel=1e-15)
+    aug = PhotometricAug(0.2, 10, 20, 0.5, 0.3, 0.5, 0.04)
+    aug.set_random_state(np.random.default_rng(0))
+    aug.draw()
+    assert aug.draw()["seed"] == 11494707  # a small seed: integers(0, 2**31 - 1), not from 1
+
+
+def test_photometric_draws_cover_their_documented_ranges():
+    from data.transforms import PhotometricAug
+
+    aug = PhotometricAug(0.2, 10, 20, 1.0, 1.0, 1.0, 0.04)
+    aug.set_random_state(np.random.default_rng(1))
+    draws = [aug.draw() for _ in range(3000)]
+    beta = np.array([d["beta"] for d in draws]) / 255
+    sat = np.array([d["sat"] for d in draws])
+    seeds = np.array([d["seed"] for d in draws])
+    assert -0.2 <= beta.min() < -0.199 and 0.199 < beta.max() <= 0.2
+    assert set(sat.tolist()) == set(range(-19, 20))  # int() of uniform(-20, 20): truncation toward 0
+    assert {d["ksize"] for d in draws} == {3, 5}
+    assert seeds.min() >= 0 and seeds.max() < 2 ** 31 - 1 and seeds.max() > 2 ** 30  # the full int32 range
+    # unseeded, an instance draws from its own fresh generator
+    assert PhotometricAug(0.2, 10, 20, 1.0, 0.0, 0.0, 0.04)(np.full((8, 8, 3), 100, np.uint8)).shape == (8, 8, 3)
+
+
+def test_photometric_hue_and_saturation_apply_each_alone_and_not_at_zero():
+    from data.transforms import PhotometricAug
+
+    aug = PhotometricAug(0.2, 10, 20, 1.0, 1.0, 1.0, 0.04)
+    img = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    assert aug.apply(img, {"hue": 0.0, "sat": 0}) is img  # no HSV round trip (it would change pixels)
+    assert not np.array_equal(aug.apply(img, {"hue": 5.0, "sat": 0}), img)
+    assert not np.array_equal(aug.apply(img, {"hue": 0.0, "sat": 5}), img)
+
+
+def test_photometric_noise_follows_its_seed_and_rgb_is_the_default():
+    from data.transforms import PhotometricAug
+
+    aug = PhotometricAug(0.2, 10, 20, 1.0, 0.0, 1.0, 0.04)
+    grey = np.full((32, 32, 3), 128, np.uint8)
+    a, b, c = (aug.apply(grey, {"noise": 6.0, "seed": s}) for s in (1, 1, 2))
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    img = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    for seed in range(5):
+        aug.set_random_state(np.random.default_rng(seed))
+        out = aug(img)
+        aug.set_random_state(np.random.default_rng(seed))
+        p = aug.draw()
+        assert "hue" in p and np.array_equal(out, aug.apply(img, p, bgr=False))
+        assert p["hue"] == 0 or not np.array_equal(out, aug.apply(img, p, bgr=True))
+
+
+def test_brightness_contrast_rounds_in_float32_like_albumentations():
+    """Parameters where float32 and float64 arithmetic truncate differently: albumentations' float32 wins."""
+    import albucore
+
+    aug = build_photometric_aug(make_cfg(None, []))
+    levels = np.arange(256, dtype=np.uint8).reshape(16, 16, 1).repeat(3, axis=2)
+    for alpha, beta in ((0.9647986392379301, 30.766545520748664), (1.1528683917785776, -48.9495013863633)):
+        np.testing.assert_array_equal(aug.apply(levels, {"alpha": alpha, "beta": beta}),
+                                      albucore.multiply_add(levels, alpha, beta))
+
+
+def _records_dataset(cfg_opts, bbox, keypoints, tmp_path, is_train=False):
+    """A HandKeypointDataset of one record on a 300 x 200 grey image with a bright square."""
+    from data import HandKeypointDataset, HandRecord
+
+    img = np.full((200, 300, 3), 60, np.uint8)
+    img[90:110, 140:160] = 250
+    cv2.imwrite(str(tmp_path / "hand.png"), img)
+    rec = HandRecord(str(tmp_path / "hand.png"), 1, 1, np.array(bbox, dtype=np.float64),
+                     np.array(keypoints, dtype=np.float64))
+    opts = ["MODEL.NUM_JOINTS", str(len(keypoints)), "DATASET.COLOR_AUG", "False"] + list(cfg_opts)
+    return HandKeypointDataset([rec], make_cfg(None, opts), is_train=is_train)
+
+
+def test_dataset_nan_coordinates_of_unlabelled_joints(tmp_path):
+    """An annotation may leave an unlabelled joint's coordinates as NaN: weight 0, an all-zero finite
+    target; the labelled joints are untouched."""
+    kpts = [[150.0, 100.0, 2], [np.nan, np.nan, 0], [120.0, 80.0, 1]]
+    item = _records_dataset(["MODEL.IMAGE_SIZE", "[64, 64]", "MODEL.HEATMAP_SIZE", "[16, 16]"],
+                            [100, 50, 100, 100], kpts, tmp_path)[0]
+    assert item["target_weight"].tolist() == [1.0, 0.0, 1.0]
+    assert np.isfinite(item["target"].numpy()).all() and not item["target"][1].any()
+    assert item["target"][0].max() > 0.5 and item["target"][2].max() > 0.5
+
+
+def test_dataset_box_entirely_outside_the_image(tmp_path):
+    """A box beside the image (e.g. a bad annotation kept by ON_BAD_SAMPLE skip upstream): a black crop,
+    a finite normalised image and zero weights for joints in it; train mode too (augmented geometry)."""
+    kpts = [[-150.0, 100.0, 2], [-120.0, 80.0, 2]]
+    for is_train in (False, True):
+        ds = _records_dataset(["MODEL.IMAGE_SIZE", "[48, 64]", "MODEL.HEATMAP_SIZE", "[12, 16]"],
+                              [-200, 50, 100, 100], kpts, tmp_path, is_train)
+        item = ds[0]
+        image = item["image"].numpy()
+        assert image.shape == (3, 64, 48) and np.isfinite(image).all()
+        black = (0 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
+        np.testing.assert_allclose(image.reshape(3, -1).mean(1), black, atol=1e-5)  # all black
+        assert item["target"].shape == (2, 16, 12)
+
+
+def test_dataset_non_square_input_places_the_joint(tmp_path):
+    """192 x 256-like (here 48 x 64) input and 12 x 16 heatmaps: image, target and hm_to_img agree."""
+    ds = _records_dataset(["MODEL.IMAGE_SIZE", "[48, 64]", "MODEL.HEATMAP_SIZE", "[12, 16]", "MODEL.SIGMA", "1.0"],
+                          [110, 60, 80, 80], [[149.5, 99.5, 2]], tmp_path)
+    item = ds[0]
+    assert item["image"].shape == (3, 64, 48) and item["target"].shape == (1, 16, 12)
+    target = item["target"].numpy()[0]
+    yy, xx = np.mgrid[0:16, 0:12]
+    peak = np.array([(target * xx).sum(), (target * yy).sum()]) / target.sum()
+    back = transform_points(peak[None], item["meta"]["hm_to_img"])[0]
+    np.testing.assert_allclose(back, [149.5, 99.5], atol=0.5)
+    lum = item["image"].numpy()[0]
+    bright = lum > lum.mean()
+    iy, ix = np.nonzero(bright)
+    np.testing.assert_allclose([ix.mean(), iy.mean()], 4 * peak + 1.5, atol=1.0)  # the square's centre
