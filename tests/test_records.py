@@ -131,6 +131,15 @@ def test_keypoints_far_outside_the_image_and_the_record_check_in_make_record():
         _make([200, 10, 5, 5], [[201, 12, 2], [0, 0, 0], [0, 0, 0]], image_size=(100, 80))
 
 
+def _reported(*bad_samples: BadSamples) -> list:
+    """The warning texts of ``report()`` of each, in order."""
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        for b in bad_samples:
+            b.report()
+    return [str(w.message) for w in seen]
+
+
 def test_bad_samples_error_skip_and_report():
     with pytest.raises(ValueError, match="DATASET.ON_BAD_SAMPLE must be error|skip, got 'warn'"):
         BadSamples("warn", "a.json")
@@ -143,10 +152,7 @@ def test_bad_samples_error_skip_and_report():
     bad.note("had no box: derived")
     bad.note("had no box: derived")
     assert earlier[0] == "an earlier stage's skip" and len(earlier) == 24 and bad.skipped is earlier
-    with warnings.catch_warnings(record=True) as seen:
-        warnings.simplefilter("always")
-        bad.report()
-    texts = [str(w.message) for w in seen]
+    texts = _reported(bad)
     assert texts[0].startswith("a.json: skipped 23 bad sample(s) (DATASET.ON_BAD_SAMPLE skip):\n  sample 0\n")
     assert "sample 19\n  ... and 3 more" in texts[0] and "sample 20" not in texts[0]
     assert "earlier stage" not in texts[0]
@@ -154,11 +160,8 @@ def test_bad_samples_error_skip_and_report():
     quiet = BadSamples("skip", "b.json")
     for i in range(20):
         quiet(BadSampleError(f"s{i}"))
-    with warnings.catch_warnings(record=True) as seen:
-        warnings.simplefilter("always")
-        quiet.report()
-        BadSamples("skip", "c.json").report()  # nothing to say: no warning
-    assert len(seen) == 1 and "more" not in str(seen[0].message) and str(seen[0].message).endswith("s19")
+    texts = _reported(quiet, BadSamples("skip", "c.json"))  # c.json: nothing to say, no warning
+    assert len(texts) == 1 and "more" not in texts[0] and texts[0].endswith("s19")
 
 
 def test_box_from_keypoints():
@@ -215,10 +218,7 @@ def test_report_counts_what_is_not_listed():
     bad = BadSamples("skip", "a.json")
     for i in range(21):
         bad(BadSampleError(f"sample {i}"))
-    with warnings.catch_warnings(record=True) as seen:
-        warnings.simplefilter("always")
-        bad.report()
-    assert str(seen[0].message).endswith("sample 19\n  ... and 1 more")
+    assert _reported(bad)[0].endswith("sample 19\n  ... and 1 more")
 
 
 def test_v1_keypoints_are_labelled_everywhere():

@@ -70,40 +70,32 @@ CPUINFO = "/proc/cpuinfo"
 
 
 @functools.lru_cache(maxsize=None)
-def _cpu_flags(path: str) -> frozenset:
-    """The feature flags of the first ``flags`` line of ``path`` (empty when unreadable)."""
+def _cpuinfo_field(path: str, name: str) -> Optional[str]:
+    """The value of the first ``name`` line of ``path`` (a /proc/cpuinfo), None when absent or unreadable."""
     try:
         with open(path) as f:
             for line in f:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
+                if line.startswith(name):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return frozenset()
+    return None
+
+
+def _cpu_flags(path: str) -> frozenset:
+    """The feature flags of the first processor in ``path`` (empty when unreadable)."""
+    return frozenset((_cpuinfo_field(path, "flags") or "").split())
 
 
 #: The CPU features that change speed or numerics here (reported beside every number).
 _REPORTED_CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "fma")
 
 
-@functools.lru_cache(maxsize=None)
-def _cpu_model(path: str) -> str:
-    """The ``model name`` of the first processor in ``path`` (``"unknown"`` when unreadable)."""
-    try:
-        with open(path) as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
-
-
 def describe_machine(device: torch.device) -> Dict[str, Any]:
     """What a run's numbers were measured on: CPU model and its relevant flags, torch version and
     intra-op threads, the device (and the GPU's name on CUDA)."""
     flags = _cpu_flags(CPUINFO)
-    out: Dict[str, Any] = {"cpu": _cpu_model(CPUINFO), "cpu_flags": [f for f in _REPORTED_CPU_FLAGS if f in flags],
+    out: Dict[str, Any] = {"cpu": _cpuinfo_field(CPUINFO, "model name") or "unknown", "cpu_flags": [f for f in _REPORTED_CPU_FLAGS if f in flags],
                            "torch": torch.__version__, "threads": torch.get_num_threads(), "device": str(device)}
     if device.type == "cuda":
         out["gpu"] = torch.cuda.get_device_name(device)
