@@ -77,3 +77,154 @@ def test_describe_machine_names_the_cpu_and_its_relevant_flags(cpu_flags):
     assert got["device"] == "cpu" and "gpu" not in got
     cpu_flags(None)
     assert dev.describe_machine(CPU)["cpu"] == "unknown" and dev.describe_machine(CPU)["cpu_flags"] == []
+
+
+# ---------------------------------------------------------------------------- device choice, backends
+@pytest.fixture
+def cuda_count(monkeypatch):
+    """Fake CUDA availability: ``use(n)`` makes n GPUs visible (0: no CUDA)."""
+    def use(n):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: n > 0)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: n)
+    return use
+
+
+def test_select_device(cuda_count):
+    with pytest.raises(dev.DeviceError, match=r"^DEVICE must be auto\|cpu\|cuda, got 'gpu'$"):
+        dev.select_device("gpu")
+    cuda_count(0)
+    with pytest.raises(dev.DeviceError, match=r"^DEVICE cuda: CUDA is not available on this machine \(use DEVICE "
+                                              r"cpu or auto\)$"):
+        dev.select_device("cuda")
+    assert dev.select_device() == CPU and dev.select_device("cpu") == CPU
+    cuda_count(2)  # under torchrun, rank 3 of a node with 2 GPUs shares GPU 1
+    assert dev.select_device() == torch.device("cuda", 0)
+    assert dev.select_device("auto", local_rank=3) == torch.device("cuda", 1)
+    assert dev.select_device("cuda", local_rank=2) == torch.device("cuda", 0)
+    assert dev.select_device("cpu", local_rank=1) == CPU
+
+
+@pytest.fixture
+def backends(monkeypatch):
+    """Record ``torch.use_deterministic_algorithms``; restore cudnn's flags and the environment afterwards."""
+    calls = []
+    monkeypatch.setattr(torch, "use_deterministic_algorithms", lambda *a, **k: calls.append((a, k)))
+    for flag in ("deterministic", "benchmark"):
+        monkeypatch.setattr(torch.backends.cudnn, flag, getattr(torch.backends.cudnn, flag))
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    return calls
+
+
+def test_deterministic_backends(backends, monkeypatch):
+    torch.backends.cudnn.benchmark = True
+    dev.configure_backends(deterministic=True, cudnn_benchmark=True)  # DETERMINISTIC wins over the autotuner
+    assert backends == [((True,), {"warn_only": True})]
+    assert torch.backends.cudnn.deterministic is True and torch.backends.cudnn.benchmark is False
+    assert dev.os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")  # the user's own setting stays
+    dev.configure_backends(deterministic=True, cudnn_benchmark=False)
+    assert dev.os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
+
+
+def test_benchmark_backends(backends):
+    torch.backends.cudnn.deterministic = False
+    dev.configure_backends(deterministic=False, cudnn_benchmark=1)
+    assert torch.backends.cudnn.benchmark is True and torch.backends.cudnn.deterministic is False
+    assert backends == [] and "CUBLAS_WORKSPACE_CONFIG" not in dev.os.environ
+    dev.configure_backends(deterministic=False, cudnn_benchmark=0)
+    assert torch.backends.cudnn.benchmark is False
+
+
+# ---------------------------------------------------------------------------- the policy and its reasons
+def test_auto_and_on_reasons(gpu, cpu_flags):
+    gpu((8, 0))
+    assert dev.amp_policy("auto", "bf16", CUDA).reason == "AMP.MODE auto: bf16, native on this CUDA device"
+    assert dev.amp_policy("on", "bf16", CUDA).reason == "AMP.MODE on: bf16"
+    fp16 = dev.amp_policy("on", "fp16", CUDA)
+    assert (fp16.dtype, fp16.reason, fp16.use_scaler, fp16.name) == (torch.float16, "AMP.MODE on: fp16", True, "fp16")
+    gpu((7, 5))
+    assert dev.amp_policy("on", "fp16", CUDA).reason == "AMP.MODE on: fp16"  # fp16 is native there: no note
+    assert dev.amp_policy("auto", "fp16", CUDA).reason == "AMP.MODE auto: float32, no native bf16 on this cuda"
+    cpu_flags("avx2 amx_bf16")
+    auto = dev.amp_policy("auto", "bf16", "cpu")  # a device name is accepted too
+    assert (auto.device, auto.reason) == (CPU, "AMP.MODE auto: bf16, native on this CPU (AVX512-BF16/AMX)")
+    cpu_flags("avx2")
+    assert dev.amp_policy("auto", "bf16", CPU).reason == "AMP.MODE auto: float32, no native bf16 on this cpu"
+    assert dev.amp_policy("on", "bf16", CPU).reason == "AMP.MODE on: bf16 (emulated here: slower than float32)"
+    off = dev.amp_policy("off", "fp16", CPU)
+    assert (off.dtype, off.reason, off.enabled, off.name) == (None, "AMP.MODE off", False, "fp32")
+    fp16 = dev.amp_policy("on", "fp16", CPU)
+    assert fp16.reason == "AMP.MODE on with fp16: fp16 autocast is CUDA-only, float32 on CPU"
+
+
+def test_bad_mode_or_dtype():
+    with pytest.raises(ValueError, match=r"^AMP.MODE must be off\|on\|auto, got 'fast'$"):
+        dev.amp_policy("fast", "bf16", CPU)
+    with pytest.raises(ValueError, match=r"^AMP.DTYPE must be bf16\|fp16, got 'fp8'$"):
+        dev.amp_policy("on", "fp8", CPU)
+
+
+def test_rocm_and_other_devices(gpu, cpu_flags, monkeypatch):
+    gpu((7, 0))
+    monkeypatch.setattr(torch.version, "hip", "6.0")  # ROCm: bf16 native whatever the "capability"
+    assert dev.cuda_has_native_bf16(CUDA) is True
+    cpu_flags("avx512_bf16")  # a native CPU must not make another device type native
+    meta = dev.amp_policy("auto", "bf16", torch.device("meta"))
+    assert meta.dtype is None and meta.reason == "AMP.MODE auto: float32, no native bf16 on this meta"
+
+
+def test_autocast_and_grad_scaler(cpu_flags, monkeypatch):
+    cpu_flags("avx2")
+    x = torch.ones(2, 2)
+    with dev.amp_policy("off", "bf16", CPU).autocast():
+        assert (x @ x).dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+    bf16 = dev.amp_policy("on", "bf16", CPU)
+    assert bf16.enabled and not bf16.use_scaler and bf16.name == "bf16"
+    with bf16.autocast():
+        assert (x @ x).dtype == torch.bfloat16
+    made = []
+    monkeypatch.setattr(torch.amp, "GradScaler", lambda device, **kw: made.append((device, kw)))
+    bf16.grad_scaler()
+    dev.AmpPolicy(CUDA, torch.float16, "test").grad_scaler()
+    assert made == [("cpu", {"enabled": False}), ("cuda", {"enabled": True})]
+
+
+def test_policy_from_cfg(cpu_flags):
+    from conftest import make_cfg
+
+    cpu_flags("avx2")
+    p = dev.amp_policy_from_cfg(make_cfg(None, ["AMP.MODE", "on", "AMP.DTYPE", "bf16"]), CPU)
+    assert p.dtype == torch.bfloat16 and "emulated" in p.reason
+    assert dev.amp_policy_from_cfg(make_cfg(None, ["AMP.MODE", "on", "AMP.DTYPE", "fp16"]), CPU).dtype is None
+
+
+def test_describe_machine_on_cuda(cpu_flags, monkeypatch):
+    cpu_flags("avx2")
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: f"Fake GPU {device}")
+    got = dev.describe_machine(CUDA)
+    assert got["device"] == "cuda:0" and got["gpu"] == "Fake GPU cuda:0" and got["cpu_flags"] == ["avx2"]
+
+
+def test_each_policy_names_its_device(cpu_flags):
+    cpu_flags("avx2")
+    for mode, dtype in (("off", "bf16"), ("auto", "bf16"), ("on", "fp16"), ("on", "bf16")):
+        assert dev.amp_policy(mode, dtype, CPU).device == CPU, (mode, dtype)
+
+
+def test_the_gpu_asked_about_is_the_one_checked(monkeypatch):
+    """A node with an older GPU 0 (the current device) and an Ampere GPU 1: rank 1 asks about GPU 1."""
+    gpu1 = torch.device("cuda", 1)
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 6) if device == gpu1 else (7, 5))
+    assert dev.cuda_has_native_bf16(gpu1) is True and dev.cuda_has_native_bf16(CUDA) is False
+    assert dev.amp_policy("auto", "bf16", gpu1).dtype == torch.bfloat16
+    assert dev.amp_policy("auto", "bf16", CUDA).dtype is None
+
+
+def test_cuda_autocast_uses_the_policy_dtype():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "CUDA is not available": the context is still built
+        ctx = dev.AmpPolicy(CUDA, torch.bfloat16, "test").autocast()
+    assert (ctx.device, ctx.fast_dtype) == ("cuda", torch.bfloat16)  # CUDA's default would be fp16

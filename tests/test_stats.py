@@ -11,8 +11,9 @@ from scipy import stats as sps
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hrnet.study.stats import (BETTER, NO_DIFFERENCE, TOO_FEW, WORSE, adjust_family, epochs_to_reach,
-                               paired_comparison, summarize, t_quantile)
+from hrnet.study.stats import (BETTER, NO_DIFFERENCE, NOT_LEARNED, TOO_FEW, WORSE, adjust_family, censored_reach,
+                               decide, epochs_to_reach, mean_on_seeds, paired_comparison, rank_on_common_seeds,
+                               summarize, t_quantile)
 
 ARM = {0: 0.199, 1: 0.195, 2: 0.2095, 3: 0.188, 4: 0.197}
 REF = {0: 0.205, 1: 0.204, 2: 0.209, 3: 0.197, 4: 0.203}
@@ -85,6 +86,82 @@ def test_epochs_to_reach():
     assert epochs_to_reach(epochs, nme, 0.3) == 3
     assert epochs_to_reach(epochs, nme, 0.4) == 1  # at the level counts
     assert epochs_to_reach(epochs, nme, 0.1) is None
+
+
+
+def test_summary_fields_at_every_n_and_level():
+    for values in ([], [None, float("nan")], [0.5]):
+        d = summarize(values, level=0.9).to_dict()
+        assert d["n"] == len([v for v in values if v is not None and math.isfinite(v)]) and d["level"] == 0.9
+        assert all(math.isnan(d[k]) for k in ("std", "ci_low", "ci_high"))
+        assert math.isnan(d["mean"]) == (d["n"] == 0)
+    values = [0.31, 0.27, 0.35, 0.29]
+    s = summarize(values, level=0.9)
+    lo, hi = sps.t.interval(0.9, 3, loc=np.mean(values), scale=sps.sem(values))
+    assert s.level == 0.9 and (s.ci_low, s.ci_high) == (pytest.approx(lo), pytest.approx(hi))
+
+
+def test_summarize_computes_in_float64_whatever_the_input_dtype():
+    # float32 metrics (a model's outputs) summarised in float32 would lose about 1e-8 relative.
+    values32 = np.array([0.1, 0.2, 0.7, 0.4], dtype=np.float32)
+    s = summarize(values32)
+    v64 = values32.astype(np.float64)
+    assert s.mean == np.mean(v64) and s.std == np.std(v64, ddof=1)
+
+
+def test_p_value_at_two_pairs_and_with_identical_differences():
+    # Two pairs: a p-value (it counts in its Holm family) but no verdict.
+    two = paired_comparison({0: 0.3, 1: 0.5}, {0: 0.1, 1: 0.2})
+    assert two.p_value == pytest.approx(sps.ttest_rel([0.3, 0.5], [0.1, 0.2]).pvalue) and two.verdict == TOO_FEW
+    assert math.isnan(paired_comparison({0: 0.3}, {0: 0.1}).p_value)
+    # Every seed differs by exactly the same amount (std 0): certain, p 0; no difference at all: p 1.
+    same_gap = paired_comparison({0: 0.5, 1: 0.75, 2: 1.0}, {0: 0.25, 1: 0.5, 2: 0.75})
+    assert same_gap.diffs == (0.25, 0.25, 0.25) and same_gap.std_diff == 0.0
+    assert same_gap.p_value == 0.0 and same_gap.verdict == WORSE
+    assert paired_comparison(REF, REF).p_value == 1.0
+
+
+def test_paired_comparison_fields_level_and_not_learned():
+    c = paired_comparison(ARM, REF, level=0.9)
+    a, r = (np.array([m[s] for s in sorted(m)]) for m in (ARM, REF))
+    ci = sps.ttest_rel(a, r).confidence_interval(0.9)
+    assert c.level == 0.9 and (c.ci_low, c.ci_high) == (pytest.approx(ci.low), pytest.approx(ci.high))
+    assert c.std_diff == pytest.approx(np.std(a - r, ddof=1))
+    assert paired_comparison(ARM, REF, not_learned=True).verdict == NOT_LEARNED
+    d = c.to_dict()
+    assert set(d) == {"seeds", "diffs", "n", "mean_diff", "std_diff", "ci_low", "ci_high", "p_value", "p_adjusted",
+                      "n_arm_better", "n_ref_better", "n_ties", "verdict", "lower_is_better", "level", "family_size"}
+    assert d["seeds"] == [0, 1, 2, 3, 4] and d["diffs"] == list(c.diffs) and d["n"] == 5  # lists: JSON as written
+    # Ties are ties whichever way the metric is oriented.
+    assert paired_comparison(REF, REF, lower_is_better=False).n_ties == 5
+
+
+def test_decide_defaults_and_boundaries():
+    assert decide(5, -0.1, 0.01) == BETTER  # lower is better, 95%, learned: the defaults
+    assert decide(5, 1.0, 0.001) == WORSE
+    assert decide(5, -0.1, 1.0 - 0.95) == NO_DIFFERENCE  # p must be below alpha, not equal to it
+    assert decide(5, 0.0, 0.01) == NO_DIFFERENCE  # no mean difference has no side
+    assert decide(2, -0.1, 0.01) == TOO_FEW and decide(5, -0.1, 0.01, not_learned=True) == NOT_LEARNED
+    assert decide(5, -0.1, 0.07, level=0.9) == BETTER and decide(5, -0.1, float("nan")) == NO_DIFFERENCE
+
+
+def test_censored_reach_fields_and_odd_medians():
+    assert censored_reach({}) == {"n": 0, "n_reached": 0, "median": None, "per_seed": {}}
+    r = censored_reach({3: 9, 1: None, 0: 2, 2: 4, 4: 6})
+    assert r == {"n": 5, "n_reached": 4, "median": 6.0, "per_seed": {"3": 9, "1": None, "0": 2, "2": 4, "4": 6}}
+
+
+def test_mean_on_seeds_and_higher_is_better_ranking():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "mean of empty slice" warning in a report's log
+        assert math.isnan(mean_on_seeds({0: 0.2}, []))
+    assert mean_on_seeds({0: 0.2, 1: 0.4, 2: 9.0}, [0, 1]) == pytest.approx(0.3)
+    pck = {"a": {0: 0.5, 1: 0.7}, "b": {0: 0.8, 1: 0.9}, "c": {0: 0.1, 1: 0.2}}
+    seeds, order = rank_on_common_seeds(pck, lower_is_better=False)
+    assert seeds == [0, 1] and order == [("b", pytest.approx(0.85)), ("a", pytest.approx(0.6)),
+                                         ("c", pytest.approx(0.15))]
 
 
 # ---------------------------------------------------------------------------- properties

@@ -610,3 +610,688 @@ def test_report_only_from_the_small_records_alone(tmp_path, capsys):
     elsewhere = json.loads((tmp_path / "elsewhere" / "report.json").read_text())
     assert {r["status"] for r in elsewhere["runs"]} == {"not run"}
     capsys.readouterr()
+
+
+# ---------------------------------------------------------------------------- real photos, from the records
+def _real_records():
+    """Real-photo results as ``collect`` records them: adam and la on 3 seeds (la's seed 2 failed to
+    evaluate, its seed 1 lacks the onehand set), sgd finished seed 0 only (seed 1 without a result,
+    seed 2 partial: its number must not count), rms without runs."""
+    def rec(arm, seed, res, status="finished"):
+        return {"name": f"{arm}_seed{seed}", "arm": arm, "seed": seed, "status": status, "pck_key": "PCK@0.2",
+                "real_hands": res}
+
+    def res(nme, pck, weights, sets=("onehand", "all")):
+        out = {s: {"NME": nme + (0.01 if s == "onehand" else 0.0), "PCK@0.2": pck} for s in sets}
+        return dict(out, evaluated={"checkpoint": "checkpoint_latest.pth", "weights": weights})
+
+    by_arm = {"adam": [rec("adam", s, res(v, p, "trained")) for s, v, p in ((0, 0.46, 0.5), (1, 0.42, 0.6),
+                                                                            (2, 0.44, 0.7))],
+              "la": [rec("la", 0, res(0.30, 0.8, "slow")), rec("la", 1, res(0.31, 0.9, "slow", sets=("all",))),
+                     rec("la", 2, {"error": "RuntimeError: boom"})],
+              "sgd": [rec("sgd", 0, res(0.44, 0.4, "trained")), rec("sgd", 1, None),
+                      rec("sgd", 2, res(0.01, 1.0, "trained"), status="partial")],
+              "rms": []}
+
+    def entry(values):
+        return {"final_NME": {"n": len(values), "per_seed": {str(s): v for s, v in values.items()}}}
+
+    arms = {"adam": entry({0: 0.20, 1: 0.21, 2: 0.22}), "la": entry({0: 0.18, 1: 0.19, 2: 0.20}),
+            "sgd": entry({0: 0.25, 1: 0.26}), "rms": entry({})}
+    return by_arm, arms
+
+
+FLOORS = {"available": True, "real": {"all": {"box_centre": {"NME": 0.5}, "num_images": 12},
+                                      "onehand": {"num_images": 10, "num_hands": 8}}}
+
+
+def test_real_hands_summary_from_the_records():
+    from scipy.stats import ttest_rel
+
+    from hrnet.study.rankings import real_hands_summary
+
+    by_arm, arms = _real_records()
+    sets = {"onehand": ("photos/onehand", "ann.json")}
+    got = real_hands_summary("adam", by_arm, arms, sets, FLOORS, "photos")
+    assert (got["available"], got["folder"], got["sets"], got["pck_key"]) == (True, "photos", ["onehand", "all"],
+                                                                              "PCK@0.2")
+    assert got["floors"] == FLOORS["real"] and got["errors"] == {"la_seed2": "RuntimeError: boom"}
+    assert got["set_sizes"] == {"onehand": {"num_images": 10, "num_hands": 8},
+                                "all": {"num_images": 12, "num_hands": None}}
+    assert got["evaluated"] == {"checkpoint": "checkpoint_latest.pth", "weights": {"trained": ["adam", "sgd"],
+                                                                                   "slow": ["la"]}}
+    adam, la, sgd = (got["per_arm"][a] for a in ("adam", "la", "sgd"))
+    assert adam["all"]["NME_per_seed"] == {"0": 0.46, "1": 0.42, "2": 0.44}
+    assert adam["all"]["NME"]["mean"] == pytest.approx(0.44) and adam["all"]["NME"]["n"] == 3
+    assert adam["all"]["PCK_per_seed"] == {"0": 0.5, "1": 0.6, "2": 0.7}
+    assert adam["all"]["PCK"]["mean"] == pytest.approx(0.6)
+    assert adam["onehand"]["NME_per_seed"] == {"0": pytest.approx(0.47), "1": pytest.approx(0.43),
+                                               "2": pytest.approx(0.45)}
+    assert la["onehand"]["NME_per_seed"] == {"0": pytest.approx(0.31), "1": None} and la["onehand"]["NME"]["n"] == 1
+    assert la["all"]["NME_per_seed"] == {"0": 0.30, "1": 0.31}  # seed 2: an error, no number
+    assert sgd["all"]["NME_per_seed"] == {"0": 0.44}  # seed 1 without a result, seed 2 not finished
+    assert got["per_arm"]["rms"]["all"]["NME"]["n"] == 0 and got["per_arm"]["rms"]["learned"] is None
+    # Against the real box-centre floor 0.5 (learned: at or below 0.8 x): adam 0.88 and sgd 0.88 have not.
+    assert (adam["NME_over_floor"], la["NME_over_floor"], sgd["NME_over_floor"]) == (
+        pytest.approx(0.88), pytest.approx(0.61), pytest.approx(0.88))
+    assert (adam["learned"], la["learned"], sgd["learned"]) == (False, True, False)
+    vs = got["vs_reference"]
+    assert set(vs) == {"la", "sgd", "rms"}
+    assert vs["la"]["seeds"] == [0, 1] and vs["la"]["diffs"] == pytest.approx([0.30 - 0.46, 0.31 - 0.42])
+    p = ttest_rel([0.30, 0.31], [0.46, 0.42]).pvalue
+    assert vs["la"]["p_value"] == pytest.approx(p) and vs["la"]["p_adjusted"] == pytest.approx(p)
+    assert vs["la"]["verdict"] == stats.TOO_FEW and vs["la"]["family_size"] == 1
+    assert vs["sgd"]["diffs"] == pytest.approx([-0.02]) and vs["sgd"]["verdict"] == stats.NOT_LEARNED
+    assert vs["rms"]["n"] == 0 and vs["rms"]["verdict"] == stats.TOO_FEW
+    # Rankings over the seeds every compared arm has on both sides (seed 0 only): synthetic la < adam <
+    # sgd, real la < sgd < adam; one discordant pair of three: Kendall tau 1/3.
+    assert got["seeds"] == [0]
+    assert got["rank_synthetic"] == ["la", "adam", "sgd"] and got["rank_real"] == ["la", "sgd", "adam"]
+    assert got["mean_synthetic"] == {"adam": 0.20, "la": 0.18, "sgd": 0.25}
+    assert got["mean_real"] == {"adam": 0.46, "la": 0.30, "sgd": 0.44}
+    assert got["kendall_tau"] == pytest.approx(1 / 3)
+
+
+def test_real_hands_summary_without_sets_floors_or_common_seeds():
+    from hrnet.study.rankings import real_hands_summary
+
+    by_arm, arms = _real_records()
+    assert real_hands_summary("adam", by_arm, arms, {}, FLOORS, "photos") == {
+        "available": False, "folder": "photos", "note": "no real hand sets found"}
+    assert real_hands_summary("adam", by_arm, arms, {}, FLOORS, None)["note"] == \
+        "no real_hands in the study file (or --no-real-hands)"
+    sets = {"onehand": ("photos/onehand", "ann.json")}
+    # Floors not computed here but read back for the real sets: still used.
+    got = real_hands_summary("adam", by_arm, arms, sets, dict(FLOORS, available=False), "photos")
+    assert got["floors"] == FLOORS["real"] and got["per_arm"]["adam"]["learned"] is False
+    got = real_hands_summary("adam", by_arm, arms, sets, {"available": True}, "photos")
+    assert got["floors"] == {} and got["per_arm"]["adam"]["NME_over_floor"] is None
+    assert got["per_arm"]["adam"]["learned"] is None and got["vs_reference"]["sgd"]["verdict"] == stats.TOO_FEW
+    assert got["set_sizes"]["all"] == {"num_images": None, "num_hands": None}
+    # No seed shared by every compared arm (sgd's real result only at seed 2, where la has none): no ranking.
+    by_arm["sgd"][0]["real_hands"] = {"all": {"NME": 0.4, "PCK@0.2": 0.5}}
+    by_arm["sgd"][0]["seed"] = 2
+    got = real_hands_summary("adam", by_arm, arms, sets, FLOORS, "photos")
+    assert {k: got[k] for k in ("seeds", "rank_synthetic", "rank_real", "kendall_tau", "mean_synthetic",
+                                "mean_real")} == {"seeds": [], "rank_synthetic": [], "rank_real": [],
+                                                  "kendall_tau": None, "mean_synthetic": {}, "mean_real": {}}
+    # One compared arm: no tau; identical values on both sides: tau undefined (NaN) is None.
+    only = real_hands_summary("adam", {"adam": by_arm["adam"]}, {"adam": arms["adam"]}, sets, FLOORS, "photos")
+    assert only["seeds"] == [0, 1, 2] and only["kendall_tau"] is None and only["rank_real"] == ["adam"]
+    flat = {a: [dict(r, real_hands={"all": {"NME": 0.4}}) for r in by_arm[a]] for a in ("adam", "la")}
+    got = real_hands_summary("adam", flat, {a: arms[a] for a in flat}, sets, FLOORS, "photos")
+    assert got["seeds"] == [0, 1, 2] and got["kendall_tau"] is None
+    assert got["pck_key"] == "PCK@0.2" and got["per_arm"]["la"]["all"]["PCK"]["n"] == 0
+
+
+# ---------------------------------------------------------------------------- comparisons, on hand-made arms
+def _holm2(p1, p2):
+    """Holm's adjustment of two p-values by hand: the smaller times 2, the larger at least that."""
+    lo = min(1.0, 2 * min(p1, p2))
+    return (lo, max(lo, max(p1, p2))) if p1 <= p2 else (max(lo, p1), lo)
+
+
+def _setting(lr, batch=32, **kw):
+    """An ``arm_setting``: the optimizer's own keys (free between pair sides) and the rest."""
+    return dict({"lr": lr, "batch": batch, "wd": 0.0, "epochs": 3, "TRAIN.END_EPOCH": 3, "TRAIN.LR_STEP": [2],
+                 "iterations": 30, "model": "hrnet_w18_small"}, **kw)
+
+
+def _arm(family, lr, k=None, alpha=None, learned=True, **setting):
+    opt = "lookahead" if family.startswith("lookahead(") else family
+    return {"family": family, "lr": lr, "k": k, "alpha": alpha, "learned": learned,
+            "setting": _setting(lr, optimizer=opt, k=k, alpha=alpha, **setting)}
+
+
+def _records(values, status=None, **fields):
+    """Run records ``seed -> final NME`` (``status``: seed -> a status other than finished)."""
+    status = status or {}
+    return [dict({"seed": s, "status": status.get(s, "finished"), "final_NME": v}, **fields)
+            for s, v in values.items()]
+
+
+def test_per_seed_and_vs_reference_families():
+    from scipy.stats import ttest_rel
+
+    from hrnet.study.comparisons import per_seed, vs_reference
+
+    def recs(nme, pck, status=None):
+        return [dict(r, final_valid_loss=r["final_NME"] / 10, PCK=pck[r["seed"]], AUC=pck[r["seed"]] / 2)
+                for r in _records(nme, status)]
+
+    ref_nme = {0: 0.30, 1: 0.31, 2: 0.33, 3: 0.36}
+    a_nme = {0: 0.27, 1: 0.29, 2: 0.30, 3: 0.10}  # seed 3 did not finish: never compared
+    b_nme = {0: 0.305, 1: 0.30, 2: 0.335, 3: 0.36}
+    by_arm = {"ref": recs(ref_nme, {s: 0.5 for s in range(4)}),
+              "a": recs(a_nme, {0: 0.61, 1: 0.62, 2: 0.64, 3: 0.99}, status={3: "partial"}),
+              "b": recs(b_nme, {0: 0.5, 1: 0.52, 2: 0.49, 3: 0.5})}
+    assert per_seed(by_arm["a"], "final_NME") == {0: 0.27, 1: 0.29, 2: 0.30}
+    assert per_seed(by_arm["a"], "EPE") == {0: None, 1: None, 2: None}
+    arms = {"ref": {"learned": False}, "a": {"learned": True}, "b": {"learned": False}}
+    out = vs_reference("ref", by_arm, arms)
+    assert set(out) == {"a", "b"} and set(out["a"]) == {"final_NME", "final_valid_loss", "PCK", "AUC"}
+    a, b = out["a"]["final_NME"], out["b"]["final_NME"]
+    assert a["seeds"] == [0, 1, 2] and a["diffs"] == pytest.approx([-0.03, -0.02, -0.03])
+    assert b["seeds"] == [0, 1, 2, 3] and a["lower_is_better"] is True
+    pa = ttest_rel([0.27, 0.29, 0.30], [0.30, 0.31, 0.33]).pvalue
+    pb = ttest_rel(list(b_nme.values()), list(ref_nme.values())).pvalue
+    assert (a["p_value"], b["p_value"]) == (pytest.approx(pa), pytest.approx(pb))
+    assert (a["p_adjusted"], b["p_adjusted"]) == tuple(map(pytest.approx, _holm2(pa, pb)))
+    assert a["family_size"] == 2 and a["verdict"] == stats.BETTER  # 2 x p = 0.02
+    assert b["verdict"] == stats.NOT_LEARNED  # both sides above the floor's threshold
+    loss = out["a"]["final_valid_loss"]
+    assert loss["diffs"] == pytest.approx([-0.003, -0.002, -0.003])
+    pck = out["a"]["PCK"]  # higher is better: a's higher PCK is "better"
+    assert pck["lower_is_better"] is False and pck["diffs"] == pytest.approx([0.11, 0.12, 0.14])
+    assert pck["n_arm_better"] == 3 and pck["verdict"] == stats.BETTER
+    auc = out["a"]["AUC"]
+    assert auc["diffs"] == pytest.approx([0.055, 0.06, 0.07]) and auc["lower_is_better"] is False
+    assert all(out["b"][k]["verdict"] == stats.NOT_LEARNED for k in out["b"])
+    assert vs_reference("ref", {"ref": by_arm["ref"]}, arms) == {}
+
+
+def _pair_arms():
+    return {"adam": _arm("adam", 1e-4), "adam_lr1e-3": _arm("adam", 1e-3), "sgd": _arm("sgd", 1e-2, learned=False),
+            "la": _arm("lookahead(adam)", 1e-4, 5, 0.5), "la_lr1e-3": _arm("lookahead(adam)", 1e-3, 5, 0.5),
+            "la_k10": _arm("lookahead(adam)", 1e-4, 10, 0.5),
+            "la_sgd": _arm("lookahead(sgd)", 1e-2, 5, 0.5, learned=False),
+            "la_b16": _arm("lookahead(adam)", 1e-4, 5, 0.5, batch=16),  # no Adam arm at batch 16
+            "la_nolr": dict(_arm("lookahead(adam)", None, 5, 0.5), setting=_setting(1e-4, optimizer="lookahead",
+                                                                                    k=5, alpha=0.5))}
+
+
+def test_lookahead_pairs_and_the_main_k_alpha():
+    from hrnet.study.comparisons import _main_k_alpha, lookahead_pairs
+
+    arms = _pair_arms()
+    assert lookahead_pairs(arms) == [("la", "adam"), ("la_lr1e-3", "adam_lr1e-3"), ("la_k10", "adam"),
+                                     ("la_sgd", "sgd")]  # an arm without an LR pairs with nothing
+    assert _main_k_alpha(arms) == (5, 0.5)  # 5 arms at (5, 0.5), 1 at (10, 0.5)
+    tie = {"x": _arm("lookahead(adam)", 1e-4, 10, 0.5), "y": _arm("lookahead(adam)", 1e-4, 5, 0.8),
+           "z": _arm("adam", 1e-4)}
+    assert _main_k_alpha(tie) == (10, 0.5)  # a tie: the first in the study file
+    assert _main_k_alpha(dict(reversed(list(tie.items())))) == (5, 0.8)
+    assert _main_k_alpha({"z": tie["z"]}) is None and lookahead_pairs({"z": tie["z"]}) == []
+
+
+def test_same_lr_pairs_on_hand_made_arms():
+    from scipy.stats import ttest_rel
+
+    from hrnet.study.comparisons import same_lr_pairs
+
+    arms = _pair_arms()
+    base = {0: 0.30, 1: 0.32, 2: 0.31}
+    gaps = {"la": (0.010, 0.012, 0.011), "la_lr1e-3": (-0.02, -0.025, -0.021), "la_sgd": (0.0, 0.001, -0.001),
+            "la_k10": (0.1, 0.1, 0.1)}
+    by_arm = {a: _records(base) for a in arms}
+    for la, g in gaps.items():
+        by_arm[la] = _records({s: base[s] + g[s] for s in base})
+    by_arm["la"][2]["status"] = "failed"  # pairs on seeds 0 and 1 only
+    got = same_lr_pairs(by_arm, arms)
+    assert (got["k"], got["alpha"]) == (5, 0.5)
+    assert [(p["key"], p["lr"], p["optimizer"], p["lookahead_arm"], p["base_arm"]) for p in got["pairs"]] == [
+        ("la - adam", 1e-4, "adam", "la", "adam"),
+        ("la_lr1e-3 - adam_lr1e-3", 1e-3, "adam", "la_lr1e-3", "adam_lr1e-3"),
+        ("la_sgd - sgd", 1e-2, "sgd", "la_sgd", "sgd")]  # by optimizer, then LR; k10 is the grid's
+    la, la3, la_sgd = (p["comparison"] for p in got["pairs"])
+    assert la["seeds"] == [0, 1] and la["diffs"] == pytest.approx([0.010, 0.012]) and la["verdict"] == stats.TOO_FEW
+    p3 = ttest_rel([base[s] + gaps["la_lr1e-3"][s] for s in base], list(base.values())).pvalue
+    p_sgd = ttest_rel([base[s] + gaps["la_sgd"][s] for s in base], list(base.values())).pvalue
+    p2 = ttest_rel([0.31, 0.332], [0.30, 0.32]).pvalue
+    m3 = sorted([p2, p3, p_sgd])  # Holm over the three pairs
+    adj = [min(1, 3 * m3[0])]
+    adj += [max(adj[0], min(1, 2 * m3[1]))]
+    adj += [max(adj[1], m3[2])]
+    assert [c["p_adjusted"] for c in (la, la3, la_sgd)] == pytest.approx([adj[m3.index(p)] for p in (p2, p3, p_sgd)])
+    assert la3["family_size"] == 3 and la3["verdict"] == stats.BETTER
+    assert la_sgd["verdict"] == stats.NOT_LEARNED  # both sides "have not learned"
+    assert same_lr_pairs({"adam": by_arm["adam"]}, {"adam": arms["adam"]}) == {"k": None, "alpha": None, "pairs": []}
+
+
+def _slow_fast_records(seeds, d1, d3, status=None, optimizer="lookahead", weights=("slow",)):
+    """Lookahead runs whose fast weights trail the slow ones by ``d1(s)`` at epoch 1 and ``d3(s)`` at
+    epoch 3 (equal at epoch 2, just after a sync); epoch 0 (untrained) differs and must not count."""
+    status = status or {}
+    out = []
+    for s in seeds:
+        slow = [0.9, 0.5 + 0.01 * s, 0.4 + 0.01 * s, 0.30 + 0.01 * s]
+        fast = [0.95, slow[1] + d1(s), slow[2], slow[3] + d3(s)]
+        out.append({"seed": s, "status": status.get(s, "finished"), "hparams": {"optimizer": optimizer},
+                    "eval_weights": weights[s % len(weights)],
+                    "curves": {"epoch": [0, 1, 2, 3], "NME_slow": slow, "NME_fast": fast}})
+    return out
+
+
+def test_lookahead_slow_and_fast_weights_by_hand():
+    from scipy.stats import ttest_rel
+
+    from hrnet.study.comparisons import lookahead_slow_fast
+
+    la = _slow_fast_records(range(4), lambda s: 0.02 + 0.001 * s, lambda s: 0.01 + 0.002 * s, status={3: "partial"},
+                            weights=(None, "slow"))
+    la[2]["curves"]["NME_fast"][1] = None  # a validation without the fast weights' NME: that epoch is skipped
+    same = _slow_fast_records(range(3), lambda s: 0.0, lambda s: 0.0, weights=("fast",))
+    unlogged = _slow_fast_records(range(2), lambda s: 0.0, lambda s: 0.0)
+    for r in unlogged:
+        r["curves"]["NME_slow"] = [None] * 4
+    by_arm = {"la": la, "same": same, "unlogged": unlogged,
+              "adam": _slow_fast_records(range(3), lambda s: 0.1, lambda s: 0.1, optimizer="adam")}
+    arms = {"la": {"learned": True}, "same": {"learned": False}, "unlogged": {}, "adam": {}}
+    out = lookahead_slow_fast(by_arm, arms)
+    assert set(out) == {"la", "same", "unlogged"}  # only arms with finished Lookahead runs
+    o = out["la"]
+    assert o["logged"] is True and o["eval_weights"] == "slow" and out["same"]["eval_weights"] == "fast"
+    assert o["final_NME_slow"] == {"0": 0.30, "1": 0.31, "2": 0.32}
+    assert o["final_NME_fast"] == {"0": pytest.approx(0.31), "1": pytest.approx(0.322), "2": pytest.approx(0.334)}
+    assert o["slow"]["mean"] == pytest.approx(0.31) and o["fast"]["n"] == 3
+    assert o["epochs_where_they_differ"] == {"0": 2, "1": 2, "2": 1}
+    final = o["slow_vs_fast"]
+    assert final["diffs"] == pytest.approx([-0.010, -0.012, -0.014])
+    p = ttest_rel([0.30, 0.31, 0.32], [0.31, 0.322, 0.334]).pvalue
+    assert final["p_value"] == pytest.approx(p) and final["p_adjusted"] == pytest.approx(min(1.0, 2 * p))
+    assert final["family_size"] == 2 and out["same"]["slow_vs_fast"]["p_adjusted"] == 1.0
+    # Epoch means over epochs 1-3 (seed 2 without its epoch 1): -(d1 + d3) / 3, and -d3 / 2 for seed 2.
+    assert o["epoch_mean_slow_vs_fast"]["diffs"] == pytest.approx([-0.01, -0.011, -(0.01 + 0.004) / 2])
+    best = o["best_slow_vs_fast"]
+    assert best["diffs"] == pytest.approx([-0.010, -0.012, -0.014])
+    assert best["verdict"] is None and best["p_adjusted"] is None  # selected on the validation set: no verdict
+    assert out["same"]["slow_vs_fast"]["verdict"] == stats.NOT_LEARNED
+    assert out["same"]["epoch_mean_slow_vs_fast"]["verdict"] == stats.NOT_LEARNED
+    u = out["unlogged"]
+    assert u["logged"] is False and u["final_NME_slow"] == {} and u["slow_vs_fast"]["n"] == 0
+    assert u["eval_weights"] == "slow" and u["epochs_where_they_differ"] == {}
+
+
+# ---------------------------------------------------------------------------- trend, on hand-made arms
+def _len_arm(family, lr, epochs, learned=True, its_per_epoch=10, steps=None, **kw):
+    """An arm entry at ``epochs`` (LR steps at 2/3 and 5/6 of it, ``its_per_epoch`` iterations per epoch)."""
+    k, alpha = (5, 0.5) if family.startswith("lookahead(") else (None, None)
+    e = _arm(family, lr, k, alpha, learned)
+    e["setting"].update({"epochs": epochs, "TRAIN.END_EPOCH": epochs,
+                         "TRAIN.LR_STEP": steps or [epochs * 2 // 3, epochs * 5 // 6],
+                         "iterations": None if its_per_epoch is None else its_per_epoch * epochs}, **kw)
+    return e
+
+
+def test_length_of_and_length_variants():
+    from hrnet.study.trend import _without_length, length_of, length_variants
+
+    arms = {"adam": _len_arm("adam", 1e-4, 30), "adam_again": _len_arm("adam", 1e-4, 30),
+            "adam_e6": _len_arm("adam", 1e-4, 6), "adam_e12": _len_arm("adam", 1e-4, 12),
+            "adam_e6_fewer": _len_arm("adam", 1e-4, 6, its_per_epoch=5),  # other data, not another length
+            "adam_e6_steps": _len_arm("adam", 1e-4, 6, steps=[2, 3]),
+            "sgd_e6": _len_arm("sgd", 1e-2, 6)}  # no sgd at the reference's length
+    assert length_of(arms["adam_e6"]) == (6, 60)
+    assert length_of(_len_arm("adam", 1e-4, 6, its_per_epoch=None)) == (6, None)
+    assert length_variants(arms, "adam") == {"adam_e6": "adam", "adam_e12": "adam"}  # the first arm at that setting
+    # LR steps compare as fractions of the length to 4 decimals; a zero length does not divide by zero.
+    assert _without_length(_len_arm("adam", 1e-4, 3, steps=[1])) == _without_length(
+        _len_arm("adam", 1e-4, 10_000, steps=[3333]))
+    assert _without_length(_len_arm("adam", 1e-4, 3, steps=[1])) != _without_length(
+        _len_arm("adam", 1e-4, 1000, steps=[334]))
+    zero = _len_arm("adam", 1e-4, 0, steps=[2])
+    assert json.loads(_without_length(zero))["lr_step_fractions"] == [2.0]
+    assert json.loads(_without_length(zero))["iterations_per_epoch"] == 0.0
+    assert json.loads(_without_length(_len_arm("adam", 1e-4, 6, its_per_epoch=None)))["iterations_per_epoch"] is None
+    assert "epochs" not in json.loads(_without_length(zero)) and "iterations" not in json.loads(_without_length(zero))
+
+
+def _trend_arms_and_runs():
+    """Three lines of Lookahead(Adam) - Adam at 6 and 30 epochs (4 seeds): LR 1e-4 (the reference's)
+    shrinks, LR 1e-3 holds (its Lookahead arms have not learned, its Adam arms have), LR 1e-5 has
+    not learned on either side. Listed LR 1e-3 before 1e-5, and 30 epochs before 6 for LR 1e-3."""
+    arms, values = {}, {}
+    base = [0.30 + 0.01 * s for s in range(4)]
+    lines = ((1e-4, "", (6, 30), {6: (0.021, 0.019, 0.022, 0.020), 30: (0.005, 0.006, 0.004, 0.007)}, (True, True)),
+             (1e-3, "_lr1e-3", (30, 6), {6: (0.011, 0.009, 0.0105, 0.0095), 30: (0.009, 0.011, 0.0095, 0.0105)},
+              (False, True)),
+             (1e-5, "_lr1e-5", (6, 30), {6: (0.03, 0.031, 0.029, 0.03), 30: (0.03, 0.029, 0.031, 0.03)},
+              (False, False)))
+    for lr, tag, lengths, gaps, (la_learned, base_learned) in lines:
+        for epochs in lengths:
+            suffix = tag + ("" if epochs == 30 else f"_e{epochs}")
+            arms[f"adam{suffix}"] = _len_arm("adam", lr, epochs, base_learned)
+            arms[f"la{suffix}"] = _len_arm("lookahead(adam)", lr, epochs, la_learned)
+            values[f"adam{suffix}"] = dict(enumerate(base))
+            values[f"la{suffix}"] = {s: base[s] + gaps[epochs][s] for s in range(4)}
+    return arms, {a: _records(v) for a, v in values.items()}
+
+
+def test_trend_lines_by_hand():
+    from scipy.stats import ttest_rel
+
+    from hrnet.study.trend import HOLDS, SHRINKS, trend
+
+    arms, by_arm = _trend_arms_and_runs()
+    got = trend(by_arm, arms, "adam", 250)
+    assert got["family_size"] == 6 and got["user_iterations"] == 250
+    shrinks, low, holds = got["lines"]  # the reference's line first, then by optimizer and LR
+    assert [(ln["lr"], ln["reference_line"]) for ln in got["lines"]] == [(1e-4, True), (1e-5, False), (1e-3, False)]
+    assert (shrinks["optimizer"], shrinks["k"], shrinks["alpha"]) == ("adam", 5, 0.5)
+    assert [(p["lookahead_arm"], p["base_arm"], p["epochs"], p["iterations"], p["lr_step"]) for p in holds["points"]] \
+        == [("la_lr1e-3_e6", "adam_lr1e-3_e6", 6, 60, [4, 5]), ("la_lr1e-3", "adam_lr1e-3", 30, 300, [20, 25])]
+    c = shrinks["change"]
+    assert c["diffs"] == pytest.approx([-0.016, -0.013, -0.018, -0.013]) and c["verdict"] == stats.BETTER
+    assert (c["shortest"], c["longest"], c["trend"], c["direction"]) == ("la_e6", "la", SHRINKS,
+                                                                        "in Lookahead's favour")
+    assert (c["gap_shortest"], c["gap_longest"]) == (pytest.approx(0.0205), pytest.approx(0.0055))
+    assert c["p_value"] == pytest.approx(ttest_rel([0.005, 0.006, 0.004, 0.007], [0.021, 0.019, 0.022, 0.020]).pvalue)
+    assert c["family_size"] == 3
+    assert holds["change"]["trend"] == HOLDS and holds["change"]["direction"] is None
+    # "has not learned" needs both sides: LR 1e-5's points, not LR 1e-3's (its Adam arms learned).
+    assert [p["comparison"]["verdict"] for p in low["points"]] == [stats.NOT_LEARNED] * 2
+    assert [p["comparison"]["verdict"] for p in holds["points"]] == [stats.WORSE] * 2
+    assert [p["comparison"]["verdict"] for p in shrinks["points"]] == [stats.WORSE] * 2
+    assert shrinks["measured_iterations"] == [60, 300]
+    # The user's iterations inside the measured range (its ends included) or outside it.
+    assert [trend(by_arm, arms, "adam", u)["lines"][0]["user_outside"] for u in (59, 60, 300, 301)] == [
+        True, False, False, True]
+
+
+def test_trend_line_edge_cases():
+    from hrnet.study.trend import GROWS, SHRINKS, _change_word, trend
+
+    # The reference's line without a point at the reference's length: its Adam arms are length
+    # variants of the reference. Iterations unknown: lengths ordered by epochs, nothing said about the user's.
+    arms = {"adam": _len_arm("adam", 1e-4, 30, its_per_epoch=None)}
+    for e in (12, 6):
+        arms[f"adam_e{e}"] = dict(_len_arm("adam", 1e-4, e, its_per_epoch=None), length_variant_of="adam")
+        arms[f"la_e{e}"] = _len_arm("lookahead(adam)", 1e-4, e, its_per_epoch=None)
+    by_arm = {"adam": [], "adam_e12": _records({0: 0.3, 1: 0.31, 2: 0.3}), "adam_e6": _records({3: 0.3, 4: 0.3}),
+              "la_e12": _records({0: 0.31, 1: 0.33, 2: 0.3}), "la_e6": _records({3: 0.31, 4: 0.32})}
+    (line,) = trend(by_arm, arms, "adam", 19800)["lines"]
+    assert line["reference_line"] is True and [p["epochs"] for p in line["points"]] == [6, 12]
+    assert line["measured_iterations"] is None and line["user_outside"] is False
+    c = line["change"]  # the two lengths share no seed
+    assert c["seeds"] == [] and c["trend"] == stats.TOO_FEW and c["direction"] is None
+    assert (c["gap_shortest"], c["gap_longest"]) == (None, None)
+    other = {n: dict(e, length_variant_of="sgd") if n.startswith("adam_") else e for n, e in arms.items()}
+    assert trend(by_arm, other, "adam", 19800)["lines"][0]["reference_line"] is False
+    # A detectable change whose gap keeps its size but flips sign "shrinks"; a larger one "grows".
+    assert _change_word({"verdict": stats.WORSE}, 0.01, -0.01) == SHRINKS
+    assert _change_word({"verdict": stats.BETTER}, 0.01, 0.02) == GROWS
+    assert _change_word({"verdict": stats.TOO_FEW}, 0.01, 0.02) == stats.TOO_FEW
+
+
+# ---------------------------------------------------------------------------- rankings and sensitivity, by hand
+def _final(family, lr, values, k=None, alpha=None):
+    return {"family": family, "lr": lr, "k": k, "alpha": alpha,
+            "final_NME": {"n": len(values), "per_seed": {str(s): v for s, v in values.items()}}}
+
+
+def test_ranking_on_common_seeds_by_hand():
+    from hrnet.study.rankings import final_nme_by_seed, ranking
+
+    arms = {"a": _final("adam", 1e-4, {0: 0.30, 1: 0.30, 2: 0.10}), "none": _final("adam", 1e-3, {}),
+            "b": _final("sgd", 1e-2, {0: 0.28, 1: 0.29})}
+    assert final_nme_by_seed(arms["a"]) == {0: 0.30, 1: 0.30, 2: 0.10}
+    got = ranking(arms)
+    assert got == {"seeds": [0, 1], "order": [{"arm": "b", "mean": pytest.approx(0.285)},
+                                              {"arm": "a", "mean": pytest.approx(0.30)}],
+                   "arms": ["a", "b"], "without_finished_runs": ["none"]}
+
+
+def _sensitivity_arms():
+    la = "lookahead(adam)"
+    return {"rms_a": _final("rmsprop", 1e-3, {0: 0.3}), "rms_b": _final("rmsprop", 1e-4, {1: 0.3}),  # no common seed
+            "adam": _final("adam", 1e-4, {0: 0.30, 1: 0.32, 2: 0.31}),
+            "adam_lr1e-3": _final("adam", 1e-3, {0: 0.25, 1: 0.27, 2: 0.26}),
+            "adam_lr1e-5": _final("adam", 1e-5, {0: 0.40, 1: 0.42}),
+            "adam_nolr": _final("adam", None, {0: 0.1}), "adam_unfinished": _final("adam", 3e-4, {}),
+            "sgd": _final("sgd", 1e-2, {0: 0.5, 1: 0.5, 2: 0.5}),
+            "la_k5": _final(la, 1e-4, {0: 0.29, 1: 0.31, 2: 0.30}, 5, 0.5),
+            "la_k10": _final(la, 1e-4, {0: 0.27, 1: 0.29, 2: 0.31}, 10, 0.5),
+            "la_k5_lr1e-3": _final(la, 1e-3, {0: 0.2, 1: 0.2, 2: 0.2}, 5, 0.5),
+            "la_k5_a08_lr1e-2": _final(la, 1e-2, {0: 0.6}, 5, 0.8),
+            "la_k10_a08_lr1e-2": _final(la, 1e-2, {0: 0.7}, 10, 0.8)}
+
+
+def test_sensitivity_lines_and_ranges_by_hand():
+    from hrnet.study.rankings import _line_label, sensitivity
+
+    arms = _sensitivity_arms()
+    assert _line_label(arms["adam"]) == "adam" and _line_label(arms["la_k5"]) == "lookahead(adam) k5 alpha0.5"
+    got = sensitivity(arms)
+    lines = got["lr_lines"]
+    assert set(lines) == {"adam", "sgd", "lookahead(adam) k5 alpha0.5", "lookahead(adam) k10 alpha0.5",
+                          "lookahead(adam) k5 alpha0.8", "lookahead(adam) k10 alpha0.8"}  # rmsprop: no common seed
+    # Adam over the seeds its three LRs share (0, 1), by LR; a U-shape's range is max - min.
+    assert [(p["arm"], p["lr"], p["n"]) for p in lines["adam"]] == [("adam_lr1e-5", 1e-5, 2), ("adam", 1e-4, 2),
+                                                                     ("adam_lr1e-3", 1e-3, 2)]
+    assert [p["mean"] for p in lines["adam"]] == pytest.approx([0.41, 0.31, 0.26])
+    assert lines["adam"][0]["std"] == pytest.approx(np.std([0.40, 0.42], ddof=1)) and lines["adam"][0]["level"] == 0.95
+    assert got["lr_line_seeds"]["adam"] == [0, 1] and "rmsprop" not in got["lr_line_seeds"]
+    assert got["lr_spread"]["adam"] == {"lrs": [1e-5, 1e-4, 1e-3], "seeds": [0, 1], "min_mean": pytest.approx(0.26),
+                                        "max_mean": pytest.approx(0.41), "range": pytest.approx(0.15)}
+    assert set(got["lr_spread"]) == {"adam", "lookahead(adam) k5 alpha0.5"}  # two LRs or more
+    assert got["lr_spread"]["lookahead(adam) k5 alpha0.5"]["range"] == pytest.approx(0.10)
+    # The k x alpha grid at the LR with the most (k, alpha) pairs; a tie (1e-4, 1e-2: two each): the smaller LR.
+    grid = got["k_alpha"]
+    assert grid == {"lr": 1e-4, "k": [5, 10], "alpha": [0.5], "seeds": [0, 1, 2], "range": pytest.approx(0.01),
+                    "cells": {"5,0.5": {"arm": "la_k5", "mean": pytest.approx(0.30), "std": pytest.approx(0.01),
+                                        "n": 3},
+                              "10,0.5": {"arm": "la_k10", "mean": pytest.approx(0.29), "std": pytest.approx(0.02),
+                                         "n": 3}}}
+
+
+def test_k_alpha_grid_needs_two_pairs_and_common_seeds():
+    from hrnet.study.rankings import _k_alpha_grid
+
+    arms = _sensitivity_arms()
+    assert _k_alpha_grid({n: arms[n] for n in ("adam", "sgd")}) == {}
+    assert _k_alpha_grid({n: arms[n] for n in ("la_k5", "la_k5_lr1e-3")}) == {}  # one (k, alpha) per LR
+    la = "lookahead(adam)"
+    apart = {"x": _final(la, 1e-4, {0: 0.3}, 5, 0.5), "y": _final(la, 1e-4, {1: 0.3}, 10, 0.5)}
+    assert _k_alpha_grid(apart) == {}
+    unfinished = dict(apart, y=_final(la, 1e-4, {}, 10, 0.5))
+    assert _k_alpha_grid(unfinished) == {}  # y has no finished run: one pair left
+    grid = _k_alpha_grid({"a": _final(la, 1e-3, {0: 0.3, 1: 0.34}, 5, 0.5),
+                          "b": _final(la, 1e-3, {0: 0.2, 1: 0.2}, 5, 0.8)})
+    assert (grid["lr"], grid["k"], grid["alpha"], grid["range"]) == (1e-3, [5], [0.5, 0.8], pytest.approx(0.12))
+
+
+# ---------------------------------------------------------------------------- calibration sentences
+def test_calibration_numbers_and_every_sentence():
+    from hrnet.study.calibration import calibration, calibration_sentence
+
+    floors = {"valid": {"box_centre": {"NME": 0.5}, "constant_layout": {"NME": 0.45}}}
+    runs = [{"arm": "adam", "seed": s, "status": "finished", "final_NME": v, "iterations": its}
+            for s, v, its in ((0, 0.34, 2790), (1, 0.36, 5580), (2, 0.35, None))]
+    runs += [{"arm": "adam", "seed": 3, "status": "finished", "final_NME": None, "iterations": 99},
+             {"arm": "sgd", "seed": 0, "status": "finished", "final_NME": 0.01, "iterations": 77}]
+    cal = calibration("adam", runs, floors)
+    assert cal == {"arm": "adam", "seeds": [0, 1, 2], "final_NME": cal["final_NME"], "iterations": [2790, 5580],
+                   "box_centre_floor": 0.5, "constant_layout_floor": 0.45, "target_fraction": 0.7,
+                   "target_NME": pytest.approx(0.35), "fraction_of_floor": pytest.approx(0.7), "reached": True}
+    assert cal["final_NME"]["n"] == 3 and cal["final_NME"]["mean"] == pytest.approx(0.35)
+    assert calibration("adam", runs[2:3], floors)["reached"] is True  # exactly 0.7 x: reached
+    assert calibration_sentence(cal) == (
+        "Calibration: the reference adam ends at a mean final NME of 0.3500 over 3 seeds after 2,790, 5,580 "
+        "iterations, 0.70 x the box-centre floor (0.5000): at or below 0.7 x (0.3500), the models learn at this scale.")
+    one = calibration("adam", [dict(runs[1], iterations=None)], floors)
+    assert one["iterations"] == [] and one["reached"] is False
+    assert calibration_sentence(one) == (
+        "Calibration: the reference adam ends at a mean final NME of 0.3600 over 1 seed after an unknown number of "
+        "iterations, 0.72 x the box-centre floor (0.5000): above 0.7 x (0.3500); the study does not reach 0.7 x at "
+        "this scale (the closest scale used), so its comparisons are between models that learn less than the "
+        "target regime asks.")
+    none = calibration("adam", runs[3:], floors)
+    assert (none["fraction_of_floor"], none["reached"], none["seeds"]) == (None, None, [])
+    assert calibration_sentence(none) == ("Calibration: adam has no finished run yet; whether this scale reaches 0.7 x "
+                                          "the box-centre floor (0.3500) is not known.")
+    unknown = calibration("adam", runs, {"valid": {"constant_layout": {"NME": 0.45}}})
+    assert (unknown["box_centre_floor"], unknown["target_NME"], unknown["reached"]) == (None, None, None)
+    assert calibration_sentence(unknown) == ("Calibration: no box-centre floor for this validation set; whether adam "
+                                             "learns is not judged.")
+    assert calibration("adam", runs, {})["constant_layout_floor"] is None
+
+
+# ---------------------------------------------------------------------------- floors, piece by piece
+def _random_hands(seed=0, n=7, joints=3):
+    """Non-square boxes, joints scattered around the centre, some unlabelled; the last joint never labelled."""
+    rng = np.random.default_rng(seed)
+    bbox = np.column_stack([rng.uniform(0, 50, n), rng.uniform(0, 50, n), rng.uniform(10, 40, n),
+                            rng.uniform(10, 40, n)])
+    kp = np.zeros((n, joints, 3))
+    kp[..., 0] = (bbox[:, 0] + bbox[:, 2] / 2 - 0.5)[:, None] + rng.normal(0, 0.3, (n, joints)) * bbox[:, 2:3]
+    kp[..., 1] = (bbox[:, 1] + bbox[:, 3] / 2 - 0.5)[:, None] + rng.normal(0, 0.3, (n, joints)) * bbox[:, 3:4]
+    kp[..., 2] = 2
+    kp[1, 0, 2] = kp[3, 1, 2] = 0
+    kp[5, :2, 2] = 0
+    kp[:, -1, 2] = 0
+    kp[kp[..., 2] == 0, :2] = 1e4  # unlabelled joints' coordinates must not matter
+    return kp, bbox
+
+
+def test_box_geometry():
+    from hrnet.study.floors import box_centres, box_coordinates, layout_predictions
+
+    bbox = np.array([[0, 0, 10, 10], [10, 10, 20, 8]], dtype=np.float32)
+    np.testing.assert_array_equal(box_centres(bbox), [[4.5, 4.5], [19.5, 13.5]])  # x + w / 2 - 0.5
+    assert box_centres(np.zeros((0, 4))).shape == (0, 2)
+    kp = np.array([[[9.5, 4.5, 2], [4.5, 2.0, 2]], [[19.5, 17.5, 2], [9.5, 13.5, 0]]])
+    q = box_coordinates(kp, bbox)
+    np.testing.assert_allclose(q, [[[0.5, 0.0], [0.0, -0.25]], [[0.0, 0.5], [-0.5, 0.0]]])
+    for i in range(2):  # placing an image's own box coordinates in its box gives its keypoints back
+        np.testing.assert_allclose(layout_predictions(q[i], bbox)[i], kp[i, :, :2])
+    np.testing.assert_allclose(layout_predictions(np.array([[0.5, -0.5]]), bbox), [[[9.5, -0.5]], [[29.5, 9.5]]])
+    assert np.isfinite(box_coordinates(kp[:1], np.array([[0.0, 0.0, 0.0, 0.0]]))).all()  # a degenerate box
+
+
+def test_constant_layout_is_the_nme_optimum():
+    from scipy.optimize import minimize
+
+    from hrnet.study.floors import box_coordinates, fit_constant_layout
+
+    kp, bbox = _random_hands()
+    layout = fit_constant_layout(kp, bbox)
+    q, lab = box_coordinates(kp, bbox), kp[..., 2] > 0
+    c = lab / np.maximum(lab.sum(axis=1, keepdims=True), 1)  # 1 / the image's labelled joints (image 5: none)
+    d = bbox[:, 2:4] / bbox[:, 2:4].max(axis=1, keepdims=True)  # NME divides by max(w, h)
+    for j in range(2):
+        def nme_part(p):
+            return np.sum(c[:, j] * np.sqrt((((p - q[:, j]) * d) ** 2).sum(-1)))
+
+        ref = minimize(nme_part, np.zeros(2), method="Nelder-Mead",
+                       options={"xatol": 1e-12, "fatol": 1e-15, "maxiter": 20000})
+        np.testing.assert_allclose(layout[j], ref.x, atol=1e-6)
+        # The start (no iteration): the weighted mean with weights c_ij d_i^2.
+        w = c[:, j, None] * d ** 2
+        np.testing.assert_allclose(fit_constant_layout(kp, bbox, iterations=0)[j],
+                                   (w * q[:, j]).sum(0) / w.sum(0), rtol=1e-12)
+    assert np.isnan(layout[2]).all()  # a joint never labelled
+
+
+def test_distinct_hands_and_learned():
+    from hrnet.study.floors import distinct_hands, has_learned
+
+    kp = np.zeros((4, 2, 3))
+    bbox = np.tile([0.0, 0.0, 10.0, 10.0], (4, 1))
+    kp[1, 0, 0] = 0.004  # the same hand to 0.01 px
+    kp[2, 0, 0] = 0.01
+    bbox[3, 2] = 10.01
+    assert distinct_hands(kp, bbox) == 3 and distinct_hands(kp[:2], bbox[:2]) == 1
+    assert has_learned(0.4, 0.5) is True and has_learned(0.41, 0.5) is False  # 0.8 x the floor, inclusive
+    assert [has_learned(*a) for a in ((None, 0.5), (0.3, None), (float("nan"), 0.5), (0.3, float("inf")))] == [None] * 4
+
+
+def test_read_annotations_coco_csv_limits_and_bad_samples(tmp_path):
+    import warnings
+
+    from hrnet.study.floors import read_annotations
+
+    good = ((0, 0, 10, 10), _all_at(4.5, 4.5))
+    bad = ((0, 0, 10, 10), np.full((J, 3), np.nan))
+    _coco(str(tmp_path / "a.json"), [good, bad, ((5, 5, 20, 20), _all_at(9.0, 9.0))])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a bad sample is skipped silently
+        k, b = read_annotations(str(tmp_path / "a.json"), str(tmp_path), J)
+    assert k.shape == (2, J, 3) and b.tolist() == [[0, 0, 10, 10], [5, 5, 20, 20]]
+    assert read_annotations(str(tmp_path / "a.json"), str(tmp_path), J, limit=1)[1].tolist() == [[0, 0, 10, 10]]
+    assert read_annotations(str(tmp_path / "a.json"), str(tmp_path), J, limit=0)[1].shape == (2, 4)
+    _coco(str(tmp_path / "empty.json"), [bad])
+    k, b = read_annotations(str(tmp_path / "empty.json"), str(tmp_path), J)
+    assert (k.shape, b.shape) == ((0, J, 3), (0, 4))
+    row = ["img.jpg", "0.1", "9.5", "9.5"] + ["9.5"] * (2 * J)  # a 20 px square around (9.5, 9.5)
+    (tmp_path / "a.csv").write_text(",".join(row) + "\n")
+    k, b = read_annotations(str(tmp_path / "a.csv"), str(tmp_path), J)
+    assert b.tolist() == [[0.0, 0.0, 20.0, 20.0]] and k[0, 0].tolist() == [9.5, 9.5, 1.0]  # CSV: labelled = 1
+
+
+def test_set_floors_against_compute_metrics():
+    from hrnet.evaluation.metrics import compute_metrics
+    from hrnet.study.floors import box_centres, fit_constant_layout, layout_predictions, set_floors
+
+    kp, bbox = _random_hands(1, n=6, joints=J)
+    layout = fit_constant_layout(kp, bbox)  # the last joint is NaN: predicted at the box centre
+    thresholds = {"FAILURE_THRESHOLD": 0.1, "PCK_THRESHOLD": 0.1, "AUC_MAX_PX": 30.0}
+    got = set_floors(kp, bbox, layout, thresholds)
+    centre = np.repeat(box_centres(bbox)[:, None], J, axis=1)
+    m = compute_metrics(centre, kp, bbox, thresholds)
+    assert got["box_centre"] == {"NME": m["NME"], "PCK@0.1": m["PCK@0.1"]}
+    m = compute_metrics(layout_predictions(np.nan_to_num(layout), bbox), kp, bbox, thresholds)
+    assert got["constant_layout"] == {"NME": m["NME"], "PCK@0.1": m["PCK@0.1"]}
+    assert got["constant_layout"]["NME"] < got["box_centre"]["NME"]
+    assert (got["num_images"], got["num_hands"]) == (6, 6)
+
+
+def test_study_floors_cache_and_real_sets(tmp_path):
+    import shutil
+
+    from configs import load_config
+    from hrnet.study.floors import (FLOORS_JSON, _dataset_files, _identity, _read_cache, fit_constant_layout,
+                                    read_annotations, set_floors, study_floors)
+
+    _data(str(tmp_path / "data"))
+    opts = ["DATASET.FORMAT", "coco", "DATASET.ROOT", str(tmp_path / "data")]
+    cfg = load_config(os.path.join(CFG, "hand_adam.yaml"), opts)
+    assert _dataset_files(cfg) == (str(tmp_path / "data"), str(tmp_path / "data" / "train.json"),
+                                   str(tmp_path / "data" / "test.json"))
+    synthetic = load_config(os.path.join(CFG, "hand_adam.yaml"), ["DATASET.FORMAT", "synthetic", "DATASET.ROOT", "rel"])
+    assert _dataset_files(synthetic)[0] == str(tmp_path / "rel")  # relative to the working directory
+    ident = _identity(cfg)
+    assert ident == {"format": "coco", "root": str(tmp_path / "data"), "trainset": cfg.DATASET.TRAINSET,
+                     "testset": cfg.DATASET.TESTSET, "synthetic": [int(cfg.DATASET.SYNTHETIC.NUM_TRAIN),
+                                                                   int(cfg.DATASET.SYNTHETIC.NUM_TEST),
+                                                                   int(cfg.DATASET.SYNTHETIC.SEED)],
+                     "max_samples": [0, 0], "num_joints": 21, "thresholds": [0.1, 0.2, float(cfg.TEST.AUC_MAX_PX)]}
+    # Two real-photo sets (the hand-made validation hands, split in two).
+    for name, hands in (("one", [((0, 0, 10, 10), _all_at(7.5, 8.5))]),
+                        ("two", [((10, 10, 20, 10), _all_at(19.5, 18.5)), ((0, 0, 10, 10), _all_at(4.5, 4.5))])):
+        os.makedirs(tmp_path / name)
+        _coco(str(tmp_path / name / "ann.json"), hands)
+    sets = {"one": (str(tmp_path / "one"), "ann.json"), "two": (str(tmp_path / "two"), "ann.json")}
+    out = str(tmp_path / "out")
+    fl = study_floors(cfg, sets, out)
+    assert fl["available"] is True and fl["source"] == "the annotation files"
+    layout = fit_constant_layout(*read_annotations(str(tmp_path / "data" / "train.json"), "", J))
+    np.testing.assert_allclose(fl["layout"], np.round(layout, 6))
+    per = {n: read_annotations(str(tmp_path / n / "ann.json"), "", J) for n in sets}
+    for n in sets:
+        assert fl["real"][n] == set_floors(*per[n], layout, cfg)
+    pooled = [np.concatenate([per[n][i] for n in sets]) for i in (0, 1)]
+    assert fl["real"]["all"] == set_floors(*pooled, layout, cfg) and fl["real"]["all"]["num_images"] == 3
+    cached = json.loads((tmp_path / "out" / FLOORS_JSON).read_text())
+    assert cached["identity"] == json.loads(json.dumps(ident)) and _read_cache(out, ident) == cached
+    assert cached["floors"]["real"]["one"] == fl["real"]["one"]
+    # A set whose file is gone comes from floors.json, and so does the pooled "all" (not recomputed from part).
+    (tmp_path / "two" / "ann.json").unlink()
+    again = study_floors(cfg, sets, out)
+    assert again["real"] == fl["real"] and again["source"] == "the annotation files"
+    os.remove(tmp_path / "out" / FLOORS_JSON)
+    study_floors(cfg, {"one": sets["one"]}, out)  # a cache holding set "one" only
+    partial = study_floors(cfg, sets, out)
+    assert set(partial["real"]) == {"one", "all"} and partial["real"]["all"] == fl["real"]["one"]
+    # Without the annotation files: the cache of the same data set, else no floors (a one-line note).
+    shutil.rmtree(tmp_path / "data")
+    back = study_floors(cfg, {}, out)
+    assert back["valid"] == fl["valid"]
+    assert back["source"] == "floors.json (the annotation files are not on this machine)"
+    other = load_config(os.path.join(CFG, "hand_adam.yaml"), opts + ["DATASET.MAX_TEST_SAMPLES", "2"])
+    assert study_floors(other, {}, out) == {
+        "available": False, "note": f"no floors: {os.path.relpath(str(tmp_path / 'data' / 'test.json'))} is missing "
+                                    f"and there is no floors.json for this data set in the output folder"}
+    for bad in ("[1, 2]", "{oops", '{"identity": 3}'):
+        (tmp_path / "out" / FLOORS_JSON).write_text(bad)
+        assert _read_cache(out, ident) == {}
+    assert _read_cache(str(tmp_path / "nowhere"), ident) == {}

@@ -103,8 +103,10 @@ def jsonable(value: Any) -> Any:
     """numpy scalars/arrays -> Python numbers/lists, NaN and inf -> None (strict JSON)."""
     if isinstance(value, Mapping):
         return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (np.ndarray, list, tuple)):
-        return [jsonable(v) for v in (value.tolist() if isinstance(value, np.ndarray) else value)]
+    if isinstance(value, np.ndarray):
+        value = value.tolist()  # nested lists; a Python number for a 0-d array
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
