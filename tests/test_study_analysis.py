@@ -627,17 +627,17 @@ def _real_records():
 
     by_arm = {"adam": [rec("adam", s, res(v, p, "trained")) for s, v, p in ((0, 0.46, 0.5), (1, 0.42, 0.6),
                                                                             (2, 0.44, 0.7))],
-              "la": [rec("la", 0, res(0.30, 0.8, "slow")), rec("la", 1, res(0.31, 0.9, "slow", sets=("all",))),
-                     rec("la", 2, {"error": "RuntimeError: boom"})],
-              "sgd": [rec("sgd", 0, res(0.44, 0.4, "trained")), rec("sgd", 1, None),
-                      rec("sgd", 2, res(0.01, 1.0, "trained"), status="partial")],
+              "la": [rec("la", 2, {"error": "RuntimeError: boom"}), rec("la", 0, res(0.30, 0.8, "slow")),
+                     rec("la", 1, res(0.31, 0.9, "slow", sets=("all",)))],
+              "sgd": [rec("sgd", 1, None), rec("sgd", 2, res(0.01, 1.0, "trained"), status="partial"),
+                      rec("sgd", 0, res(0.44, 0.4, "trained"))],
               "rms": []}
 
     def entry(values):
         return {"final_NME": {"n": len(values), "per_seed": {str(s): v for s, v in values.items()}}}
 
     arms = {"adam": entry({0: 0.20, 1: 0.21, 2: 0.22}), "la": entry({0: 0.18, 1: 0.19, 2: 0.20}),
-            "sgd": entry({0: 0.25, 1: 0.26}), "rms": entry({})}
+            "sgd": entry({0: 0.25, 1: 0.26}), "rms": entry({0: 0.1})}  # rms: no real-photo result, not ranked
     return by_arm, arms
 
 
@@ -670,7 +670,8 @@ def test_real_hands_summary_from_the_records():
     assert la["onehand"]["NME_per_seed"] == {"0": pytest.approx(0.31), "1": None} and la["onehand"]["NME"]["n"] == 1
     assert la["all"]["NME_per_seed"] == {"0": 0.30, "1": 0.31}  # seed 2: an error, no number
     assert sgd["all"]["NME_per_seed"] == {"0": 0.44}  # seed 1 without a result, seed 2 not finished
-    assert got["per_arm"]["rms"]["all"]["NME"]["n"] == 0 and got["per_arm"]["rms"]["learned"] is None
+    rms = got["per_arm"]["rms"]
+    assert rms["all"]["NME"]["n"] == 0 and rms["learned"] is None and rms["NME_over_floor"] is None
     # Against the real box-centre floor 0.5 (learned: at or below 0.8 x): adam 0.88 and sgd 0.88 have not.
     assert (adam["NME_over_floor"], la["NME_over_floor"], sgd["NME_over_floor"]) == (
         pytest.approx(0.88), pytest.approx(0.61), pytest.approx(0.88))
@@ -709,8 +710,8 @@ def test_real_hands_summary_without_sets_floors_or_common_seeds():
     assert got["per_arm"]["adam"]["learned"] is None and got["vs_reference"]["sgd"]["verdict"] == stats.TOO_FEW
     assert got["set_sizes"]["all"] == {"num_images": None, "num_hands": None}
     # No seed shared by every compared arm (sgd's real result only at seed 2, where la has none): no ranking.
-    by_arm["sgd"][0]["real_hands"] = {"all": {"NME": 0.4, "PCK@0.2": 0.5}}
-    by_arm["sgd"][0]["seed"] = 2
+    sgd0 = next(r for r in by_arm["sgd"] if r["seed"] == 0 and r["status"] == "finished")
+    sgd0.update(seed=2, real_hands={"all": {"NME": 0.4, "PCK@0.2": 0.5}})
     got = real_hands_summary("adam", by_arm, arms, sets, FLOORS, "photos")
     assert {k: got[k] for k in ("seeds", "rank_synthetic", "rank_real", "kendall_tau", "mean_synthetic",
                                 "mean_real")} == {"seeds": [], "rank_synthetic": [], "rank_real": [],
@@ -722,6 +723,13 @@ def test_real_hands_summary_without_sets_floors_or_common_seeds():
     got = real_hands_summary("adam", flat, {a: arms[a] for a in flat}, sets, FLOORS, "photos")
     assert got["seeds"] == [0, 1, 2] and got["kendall_tau"] is None
     assert got["pck_key"] == "PCK@0.2" and got["per_arm"]["la"]["all"]["PCK"]["n"] == 0
+    # Two arms ranked alike on both sides: tau 1.
+    two = real_hands_summary("adam", {a: by_arm[a] for a in ("adam", "la")}, {a: arms[a] for a in ("adam", "la")},
+                             sets, FLOORS, "photos")
+    assert two["seeds"] == [0, 1] and two["rank_real"] == ["la", "adam"] and two["kendall_tau"] == pytest.approx(1.0)
+    # No run recorded anywhere: the PCK key's generic name.
+    assert real_hands_summary("adam", {"adam": [], "la": []}, {a: arms[a] for a in ("adam", "la")}, sets, FLOORS,
+                              "photos")["pck_key"] == "PCK"
 
 
 # ---------------------------------------------------------------------------- comparisons, on hand-made arms
@@ -807,6 +815,8 @@ def test_lookahead_pairs_and_the_main_k_alpha():
     assert lookahead_pairs(arms) == [("la", "adam"), ("la_lr1e-3", "adam_lr1e-3"), ("la_k10", "adam"),
                                      ("la_sgd", "sgd")]  # an arm without an LR pairs with nothing
     assert _main_k_alpha(arms) == (5, 0.5)  # 5 arms at (5, 0.5), 1 at (10, 0.5)
+    first = {"k10": arms["la_k10"], "la": arms["la"], "la_sgd": arms["la_sgd"]}
+    assert _main_k_alpha(first) == (5, 0.5)  # the most used, not the first listed
     tie = {"x": _arm("lookahead(adam)", 1e-4, 10, 0.5), "y": _arm("lookahead(adam)", 1e-4, 5, 0.8),
            "z": _arm("adam", 1e-4)}
     assert _main_k_alpha(tie) == (10, 0.5)  # a tie: the first in the study file
@@ -870,6 +880,9 @@ def test_lookahead_slow_and_fast_weights_by_hand():
     la = _slow_fast_records(range(4), lambda s: 0.02 + 0.001 * s, lambda s: 0.01 + 0.002 * s, status={3: "partial"},
                             weights=(None, "slow"))
     la[2]["curves"]["NME_fast"][1] = None  # a validation without the fast weights' NME: that epoch is skipped
+    nothing = _slow_fast_records([4], lambda s: 0.0, lambda s: 0.0)[0]
+    nothing["curves"]["NME_slow"] = [None] * 4  # finished, but no slow-weight NME logged: left out
+    la.insert(0, nothing)
     same = _slow_fast_records(range(3), lambda s: 0.0, lambda s: 0.0, weights=("fast",))
     unlogged = _slow_fast_records(range(2), lambda s: 0.0, lambda s: 0.0)
     for r in unlogged:
@@ -934,6 +947,8 @@ def test_length_of_and_length_variants():
     assert json.loads(_without_length(zero))["iterations_per_epoch"] == 0.0
     assert json.loads(_without_length(_len_arm("adam", 1e-4, 6, its_per_epoch=None)))["iterations_per_epoch"] is None
     assert "epochs" not in json.loads(_without_length(zero)) and "iterations" not in json.loads(_without_length(zero))
+    shuffled = dict(arms["adam"], setting=dict(reversed(list(arms["adam"]["setting"].items()))))
+    assert _without_length(shuffled) == _without_length(arms["adam"])  # canonical: the keys' order does not count
 
 
 def _trend_arms_and_runs():
@@ -1139,6 +1154,7 @@ def _random_hands(seed=0, n=7, joints=3):
     kp[1, 0, 2] = kp[3, 1, 2] = 0
     kp[5, :2, 2] = 0
     kp[:, -1, 2] = 0
+    kp[::2, 1, 2] = 1  # labelled but occluded (COCO v = 1; every CSV joint): labelled all the same
     kp[kp[..., 2] == 0, :2] = 1e4  # unlabelled joints' coordinates must not matter
     return kp, bbox
 
@@ -1156,6 +1172,8 @@ def test_box_geometry():
         np.testing.assert_allclose(layout_predictions(q[i], bbox)[i], kp[i, :, :2])
     np.testing.assert_allclose(layout_predictions(np.array([[0.5, -0.5]]), bbox), [[[9.5, -0.5]], [[29.5, 9.5]]])
     assert np.isfinite(box_coordinates(kp[:1], np.array([[0.0, 0.0, 0.0, 0.0]]))).all()  # a degenerate box
+    np.testing.assert_allclose(box_coordinates(np.array([[[1.0, 0.0, 2]]]), np.array([[0, 0, 0.5, 0.5]])),
+                               [[[2.5, 0.5]]])  # a box under a pixel: still divided by its own size
 
 
 def test_constant_layout_is_the_nme_optimum():
@@ -1180,6 +1198,24 @@ def test_constant_layout_is_the_nme_optimum():
         np.testing.assert_allclose(fit_constant_layout(kp, bbox, iterations=0)[j],
                                    (w * q[:, j]).sum(0) / w.sum(0), rtol=1e-12)
     assert np.isnan(layout[2]).all()  # a joint never labelled
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # ... without a division warning in the report's log
+        fit_constant_layout(kp, bbox)
+    # Box coordinates do not depend on the image's scale: the same hands 100 x smaller (sub-pixel boxes;
+    # pixel-centre coordinates shrink about the top-left edge) have the same layout.
+    small = kp.copy()
+    small[..., :2] = (kp[..., :2] + 0.5) / 100 - 0.5
+    np.testing.assert_allclose(fit_constant_layout(small, bbox / 100)[:2], layout[:2], atol=1e-9)
+    # float32 annotations are fitted in float64, as their float64 copies are.
+    np.testing.assert_array_equal(fit_constant_layout(kp.astype(np.float32), bbox.astype(np.float32)),
+                                  fit_constant_layout(kp.astype(np.float32).astype(np.float64),
+                                                      bbox.astype(np.float32).astype(np.float64)))
+    # One hand: every joint's layout is its own box coordinates, from the first step on.
+    one = box_coordinates(kp[:1], bbox[:1])[0]
+    for its in (0, 200):
+        np.testing.assert_allclose(fit_constant_layout(kp[:1], bbox[:1], iterations=its)[:2], one[:2], rtol=1e-12)
 
 
 def test_distinct_hands_and_learned():
@@ -1249,6 +1285,8 @@ def test_study_floors_cache_and_real_sets(tmp_path):
                                    str(tmp_path / "data" / "test.json"))
     synthetic = load_config(os.path.join(CFG, "hand_adam.yaml"), ["DATASET.FORMAT", "synthetic", "DATASET.ROOT", "rel"])
     assert _dataset_files(synthetic)[0] == str(tmp_path / "rel")  # relative to the working directory
+    coco_rel = load_config(os.path.join(CFG, "hand_adam.yaml"), ["DATASET.FORMAT", "coco", "DATASET.ROOT", "rel"])
+    assert _dataset_files(coco_rel)[0] == "rel"  # as the data set reads it
     ident = _identity(cfg)
     assert ident == {"format": "coco", "root": str(tmp_path / "data"), "trainset": cfg.DATASET.TRAINSET,
                      "testset": cfg.DATASET.TESTSET, "synthetic": [int(cfg.DATASET.SYNTHETIC.NUM_TRAIN),
@@ -1295,3 +1333,45 @@ def test_study_floors_cache_and_real_sets(tmp_path):
         (tmp_path / "out" / FLOORS_JSON).write_text(bad)
         assert _read_cache(out, ident) == {}
     assert _read_cache(str(tmp_path / "nowhere"), ident) == {}
+
+
+
+def test_study_floors_follow_the_configs_limits_and_thresholds(tmp_path):
+    import shutil
+
+    from configs import load_config
+    from hrnet.study.floors import FLOORS_JSON, fit_constant_layout, read_annotations, set_floors, study_floors
+
+    _data(str(tmp_path / "data"))
+    # Training hands whose NME-optimal layout (a Fermat point) has many decimals; the last one is beyond
+    # MAX_TRAIN_SAMPLES.
+    train = [((0, 0, 10, 10), _all_at(4.5 + 10 * u, 4.5 + 10 * v)) for u, v in ((-0.2, 0.0), (0.25, 0.05),
+                                                                                 (0.0, 0.33), (0.9, 0.9))]
+    _coco(str(tmp_path / "data" / "train.json"), train)
+    opts = ["DATASET.FORMAT", "coco", "DATASET.ROOT", str(tmp_path / "data"), "DATASET.MAX_TRAIN_SAMPLES", "3",
+            "DATASET.MAX_TEST_SAMPLES", "2", "TEST.PCK_THRESHOLD", "0.1"]
+    cfg = load_config(os.path.join(CFG, "hand_adam.yaml"), opts)
+    for name in ("one", "two"):
+        os.makedirs(tmp_path / name)
+        _coco(str(tmp_path / name / "ann.json"), [((0, 0, 10, 10), _all_at(7.5, 8.5))])
+    sets = {n: (str(tmp_path / n), "ann.json") for n in ("one", "two")}
+    out = str(tmp_path / "out")
+    fl = study_floors(cfg, sets, out)
+    k, b = read_annotations(str(tmp_path / "data" / "train.json"), "", J)
+    layout = fit_constant_layout(k[:3], b[:3])
+    assert fl["layout"] == np.round(layout, 6).tolist() and fl["layout"][0] != np.round(layout, 7).tolist()[0]
+    valid = read_annotations(str(tmp_path / "data" / "test.json"), "", J)
+    assert fl["valid"] == set_floors(valid[0][:2], valid[1][:2], layout, cfg) and fl["valid"]["num_images"] == 2
+    assert set(fl["valid"]["box_centre"]) == {"NME", "PCK@0.1"} and set(fl["real"]["one"]["box_centre"]) == \
+        {"NME", "PCK@0.1"} and set(fl["real"]["all"]["constant_layout"]) == {"NME", "PCK@0.1"}
+    # The first real set gone: the second is still computed from its file.
+    os.remove(tmp_path / "out" / FLOORS_JSON)
+    (tmp_path / "one" / "ann.json").unlink()
+    again = study_floors(cfg, sets, out)
+    assert set(again["real"]) == {"two"} and again["real"]["two"] == fl["real"]["two"]  # no cache: "one" left out
+    # Only the validation file gone: the floors come from floors.json, nothing is recomputed.
+    (tmp_path / "data" / "test.json").unlink()
+    back = study_floors(cfg, sets, out)
+    assert back["source"].startswith("floors.json") and back["real"] == again["real"]
+    shutil.rmtree(tmp_path / "out")
+    assert study_floors(cfg, sets, out)["available"] is False
