@@ -1375,3 +1375,18 @@ def test_study_floors_follow_the_configs_limits_and_thresholds(tmp_path):
     assert back["source"].startswith("floors.json") and back["real"] == again["real"]
     shutil.rmtree(tmp_path / "out")
     assert study_floors(cfg, sets, out)["available"] is False
+
+
+def test_lookahead_verdict_line_when_slow_and_fast_always_coincide():
+    from hrnet.study.verdict import _lookahead
+    comp = {"mean_diff": 0.0, "ci_low": 0.0, "ci_high": 0.0, "p_adjusted": 1.0, "n": 3, "verdict": stats.NO_DIFFERENCE}
+    la = {"logged": True, "epoch_mean_slow_vs_fast": comp, "best_slow_vs_fast": comp,
+          "epochs_where_they_differ": {"0": 0, "1": 0, "2": 0}}
+    line, = _lookahead({"lookahead": {"la": la}})
+    # k divides the iterations per epoch: every validation follows a sync, nothing to compare.
+    assert line.startswith("la: slow and fast weights coincide at every validation") and "3 seeds" in line
+    la["epochs_where_they_differ"]["1"] = 2  # one seed where they differ: the comparison is made
+    line, = _lookahead({"lookahead": {"la": la}})
+    assert line.startswith("la: slow - fast weights' valid NME averaged") and "not detectably different" in line
+    la["epochs_where_they_differ"] = {}  # no seed logged both: neither line claims anything about seeds
+    assert _lookahead({"lookahead": {"la": la}})[0].startswith("la: slow - fast")

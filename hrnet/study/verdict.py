@@ -151,7 +151,13 @@ def _lookahead(report: Mapping[str, Any]) -> List[str]:
     word = {stats.BETTER: "lower (better)", stats.WORSE: "higher (worse)"}
     for name, la in report["lookahead"].items():
         c, b = la["epoch_mean_slow_vs_fast"], la["best_slow_vs_fast"]
-        if la["logged"] and c["n"]:
+        differ = la["epochs_where_they_differ"]
+        if la["logged"] and differ and not any(differ.values()):
+            # Every validation fell right after a sync (iterations per epoch a multiple of k).
+            out.append(f"{name}: slow and fast weights coincide at every validation of every seed "
+                       f"({len(differ)} seeds: each validation followed a Lookahead sync), so this study "
+                       f"cannot tell them apart.")
+        elif la["logged"] and c["n"]:
             what = word.get(c["verdict"], c["verdict"] if c["verdict"] in (stats.TOO_FEW, stats.NOT_LEARNED)
                             else "not detectably different")
             out.append(f"{name}: slow - fast weights' valid NME averaged over epochs 1..end {c['mean_diff']:+.4f} "
