@@ -191,3 +191,10 @@ def test_an_interval_contains_its_mean_and_is_ordered(values, level):
     flipped = paired_comparison(dict(enumerate(values)), {i: 0.0 for i in range(len(values))},
                                 lower_is_better=False, level=level)
     assert (flipped.ci_low, flipped.ci_high) == (c.ci_low, c.ci_high)  # the interval is of arm - ref either way
+
+
+def test_t_test_p_needs_two_values_whatever_the_std():
+    from hrnet.study.stats import _t_test_p
+    # One value carries no spread: no p-value, even if a caller passes std 0 (which would read as p 0).
+    assert math.isnan(_t_test_p(0.1, 0.0, 1)) and math.isnan(_t_test_p(float("nan"), 0.1, 5))
+    assert _t_test_p(0.1, 0.0, 2) == 0.0 and _t_test_p(0.0, 0.0, 2) == 1.0
