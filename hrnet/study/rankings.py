@@ -147,7 +147,7 @@ def real_hands_summary(reference: str, by_arm: Mapping[str, Sequence[Mapping[str
         return {"available": False, "folder": folder,
                 "note": "no real hand sets found" if folder else "no real_hands in the study file (or --no-real-hands)"}
     names = list(sets) + ["all"]
-    real_floors = floors.get("real", {}) if floors.get("available") or floors.get("real") else {}
+    real_floors = floors.get("real") or {}
     floor = real_floors.get("all", {}).get("box_centre", {}).get("NME")
     errors: Dict[str, str] = {}
     per_arm = _real_per_arm(by_arm, names, floor, errors)

@@ -75,7 +75,8 @@ def _lines(arms: Mapping[str, Mapping[str, Any]]) -> List[List[Tuple[str, str]]]
         for la, base in pairs:
             by_len.setdefault(length_of(arms[la]), (la, base))
         if len(by_len) >= 2:
-            lines.append([by_len[k] for k in sorted(by_len, key=lambda k: (k[1] or 0, k[0]))])
+            # (epochs, iterations): one group shares its iterations per epoch, so epochs order it.
+            lines.append([by_len[k] for k in sorted(by_len)])
     return lines
 
 
@@ -127,7 +128,7 @@ def _line(line: Sequence[Tuple[str, str]], arms: Mapping[str, Mapping[str, Any]]
     gap_short, gap_long = (mean_on(short), mean_on(long)) if seeds else (None, None)
     change.update(shortest=pts[0]["lookahead_arm"], longest=pts[-1]["lookahead_arm"],
                   gap_shortest=gap_short, gap_longest=gap_long,
-                  trend=_change_word(change, gap_short, gap_long) if seeds else stats.TOO_FEW)
+                  trend=_change_word(change, gap_short, gap_long))  # no seeds: too few
     # Which way a detectable change goes: the gap Lookahead(X) - X rising with length moves against Lookahead.
     change["direction"] = (("against Lookahead" if change["mean_diff"] > 0 else "in Lookahead's favour")
                            if change["trend"] in (GROWS, SHRINKS) else None)
