@@ -9,6 +9,7 @@ from typing import Any, List, Mapping, Sequence
 
 import numpy as np
 
+from hrnet.study import stats
 from hrnet.study.verdict import fmt
 
 __all__ = ["plot_curves", "plot_calibration", "plot_trend", "plot_sensitivity", "plot_lookahead", "FIGURES"]
@@ -235,6 +236,11 @@ def _trend_line(ax, ln: Mapping[str, Any], color, offset: float) -> None:
     ax.errorbar(x, mean, yerr=err, color=color, marker="o", capsize=4, linewidth=1.0,
                 label=f"Lookahead({ln['optimizer']}) - {ln['optimizer']}, LR {fmt(ln['lr'], 'g')}, k {ln['k']} "
                       f"alpha {fmt(ln['alpha'], 'g')}: {c['trend']}")
+    for xi, m, p in zip(x, mean, pts):  # a point whose two arms both stayed near the floor: hollow, labelled
+        if p["comparison"]["verdict"] == stats.NOT_LEARNED:
+            ax.scatter([xi], [m], s=40, facecolors="white", edgecolors=color, zorder=3)
+            ax.annotate("neither arm\nhas learned", (xi, m), textcoords="offset points", xytext=(-8, 0),
+                        ha="right", va="center", fontsize=8, color=color)
 
 
 def plot_trend(report: Mapping[str, Any], path: str) -> bool:
