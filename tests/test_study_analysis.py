@@ -1390,3 +1390,25 @@ def test_lookahead_verdict_line_when_slow_and_fast_always_coincide():
     assert line.startswith("la: slow - fast weights' valid NME averaged") and "not detectably different" in line
     la["epochs_where_they_differ"] = {}  # no seed logged both: neither line claims anything about seeds
     assert _lookahead({"lookahead": {"la": la}})[0].startswith("la: slow - fast")
+
+
+def test_trend_figure_draws_lines_with_two_measured_lengths(tmp_path, monkeypatch):
+    import matplotlib.axes
+    from hrnet.study import figures
+
+    def point(its, diffs, verdict):
+        m = float(np.mean(diffs))
+        return {"iterations": its, "comparison": {"n": len(diffs), "diffs": diffs, "mean_diff": m, "ci_low": m - 0.01,
+                                                  "ci_high": m + 0.01, "verdict": verdict}}
+
+    line = {"optimizer": "adam", "lr": 1e-4, "k": 5, "alpha": 0.5, "change": {"trend": "holds"},
+            "points": [point(750, [0.02, 0.021, 0.019], stats.NOT_LEARNED), point(3750, [0.018, 0.017, 0.02], "worse")]}
+    report = {"trend": {"lines": [line], "user_iterations": 19800}}
+    notes = []
+    real_annotate = matplotlib.axes.Axes.annotate
+    monkeypatch.setattr(matplotlib.axes.Axes, "annotate",
+                        lambda self, text, *a, **k: notes.append(text) or real_annotate(self, text, *a, **k))
+    assert figures.plot_trend(report, str(tmp_path / "trend.png")) and (tmp_path / "trend.png").stat().st_size > 0
+    assert notes == ["neither arm\nhas learned"]  # only the point whose two arms stayed near the floor
+    line["points"] = line["points"][:1]  # one measured length: no trend to draw
+    assert not figures.plot_trend(report, str(tmp_path / "none.png")) and not (tmp_path / "none.png").exists()
