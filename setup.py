@@ -20,7 +20,7 @@ setup(
         "matplotlib>=3.7",
         "numpy>=1.24",
         "pyyaml>=6.0",
-        "scipy>=1.10",  # Student t quantiles of the study statistics (hrnet/stats.py)
+        "scipy>=1.10",  # Student t quantiles of the study statistics (hrnet/study/analyse/stats.py)
     ],
     extras_require={
         # tools/export.py --format onnx, tools/demo.py --backend onnxruntime, benchmark.py infer

@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import yaml
 from yacs.config import CfgNode
 
 from .defaults import get_defaults
 
-__all__ = ["CfgNode", "ConfigError", "get_defaults", "load_config", "experiment_name"]
+__all__ = ["CfgNode", "ConfigError", "get_defaults", "load_config", "experiment_name", "config_value"]
 
 
 class ConfigError(ValueError):
@@ -33,15 +33,29 @@ def _ints_to_floats(node: CfgNode, defaults: CfgNode) -> None:
             node[key] = float(value)
 
 
+_MISSING = object()
+
+
+def config_value(cfg: Any, key: str, default: Any = _MISSING) -> Any:
+    """``cfg`` at a dotted ``key`` (``TRAIN.LOOKAHEAD.K``), lists for list values; ``default`` where
+    the key is absent (without one: ``KeyError`` naming the key). The one dotted-key reader."""
+    node: Any = cfg
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            if default is _MISSING:
+                raise KeyError(key)
+            return default
+        node = node[part]
+    return list(node) if isinstance(node, (list, tuple)) else node
+
+
 def _coerce_opts(opts: Sequence[str], defaults: CfgNode) -> list:
     """``KEY VALUE`` pairs with integer values of float keys written as floats (see :func:`_ints_to_floats`)."""
     from ast import literal_eval
 
     out = list(opts)
     for i in range(0, len(out) - 1, 2):
-        ref: object = defaults
-        for part in str(out[i]).split("."):
-            ref = ref.get(part) if isinstance(ref, CfgNode) else None
+        ref = config_value(defaults, str(out[i]), None)
         if isinstance(ref, float):
             try:
                 value = literal_eval(out[i + 1])
@@ -163,7 +177,7 @@ def _validate(cfg: CfgNode, source: str) -> None:
     need(cfg.TRAIN.WD >= 0, "TRAIN.WD", f"must be >= 0, got {cfg.TRAIN.WD}")
     need(cfg.TRAIN.CLIP_GRAD_NORM >= 0, "TRAIN.CLIP_GRAD_NORM", f"must be >= 0 (0 = off), got {cfg.TRAIN.CLIP_GRAD_NORM}")
     # TRAIN.OPTIMIZER, TRAIN.LOOKAHEAD.K/ALPHA/INNER/PULLBACK and MODEL.NAME are checked by their builders
-    # (optim/, hrnet/model.py), which the trainer runs before touching any file or image.
+    # (optim/, hrnet/models/hrnet.py), which the trainer runs before touching any file or image.
     la = cfg.TRAIN.LOOKAHEAD
     need(la.BN_RECALIBRATE_BATCHES >= 0, "TRAIN.LOOKAHEAD.BN_RECALIBRATE_BATCHES",
          f"must be >= 0 (0 = off), got {la.BN_RECALIBRATE_BATCHES}")

@@ -17,7 +17,7 @@ _C.CHANNELS_LAST = True  # NHWC memory format for the model and inputs (faster o
 _C.DETERMINISTIC = False  # torch.use_deterministic_algorithms + cudnn.deterministic (slower)
 
 _C.AMP = CN()
-_C.AMP.MODE = "off"  # off (float32) | on (autocast with DTYPE) | auto (bf16 where native: CUDA, AVX512-BF16/AMX CPUs; else float32); see hrnet/device.py
+_C.AMP.MODE = "off"  # off (float32) | on (autocast with DTYPE) | auto (bf16 where native: CUDA, AVX512-BF16/AMX CPUs; else float32); see hrnet/runtime/device.py
 _C.AMP.DTYPE = "bf16"  # bf16 | fp16 for AMP.MODE on (fp16: CUDA only, adds a GradScaler)
 
 _C.CUDNN = CN()

@@ -36,7 +36,7 @@ def _modules(*dirs: str) -> Iterator[str]:
 
 
 def _layer(path: str) -> str:
-    """``hrnet/study/spec.py`` -> ``hrnet.study``; ``data/synthetic/render.py`` -> ``data``."""
+    """``hrnet/study/plan/spec.py`` -> ``hrnet.study``; ``data/synthetic/render.py`` -> ``data``."""
     parts = os.path.relpath(path, ROOT).split(os.sep)
     return ".".join(parts[:2]) if parts[0] == "hrnet" and len(parts) > 2 else parts[0]
 
@@ -56,7 +56,7 @@ def _imported(path: str) -> List[Tuple[int, str]]:
             else:
                 mod = node.module or ""
             out.append((node.lineno, mod))
-            out += [(node.lineno, f"{mod}.{a.name}") for a in node.names if mod == "hrnet"]
+            out += [(node.lineno, f"{mod}.{a.name}") for a in node.names]  # the name may be a module
     return out
 
 
@@ -115,3 +115,82 @@ def test_no_module_over_400_lines():
 def test_no_function_over_60_lines():
     long = [x for p in _modules(*SOURCE_DIRS) for x in _long_functions(p)]
     assert not long, "split by step: " + ", ".join(long)
+
+
+# The study's rooms (hrnet/study/<room>/): what each may import of the study besides itself.
+STUDY_ROOMS: Dict[str, Set[str]] = {
+    "plan": set(),
+    "execute": {"plan"},
+    "analyse": {"plan"},
+    "render": {"analyse", "plan"},
+}
+
+
+def _study_room(mod_or_path: str) -> str:
+    parts = mod_or_path.replace(os.sep, ".").split(".")
+    i = parts.index("study")
+    return parts[i + 1] if len(parts) > i + 2 or (len(parts) > i + 1 and parts[i + 1] in STUDY_ROOMS) else ""
+
+
+def test_study_rooms_import_in_step_order():
+    """plan <- execute, plan <- analyse <- render; the execution and the analysis never meet."""
+    bad = []
+    study = os.path.join(ROOT, "hrnet", "study")
+    for path in _modules(os.path.join("hrnet", "study")):
+        rel = os.path.relpath(path, ROOT)
+        room = _study_room(os.path.relpath(path, ROOT)[:-3])
+        if room not in STUDY_ROOMS:
+            assert os.path.dirname(path) == study and os.path.basename(path) == "__init__.py", \
+                f"{rel}: every study module lives in one of the rooms {sorted(STUDY_ROOMS)}"
+            continue
+        for line, mod in _imported(path):
+            if mod.startswith("hrnet.study."):
+                target = mod.split(".")[2]
+                if target != room and target not in STUDY_ROOMS[room]:
+                    bad.append(f"{rel}:{line} ({room}) imports {mod}")
+    assert not bad, "study rooms out of step order:\n" + "\n".join(bad)
+
+
+def test_no_import_cycle_between_modules():
+    """Module-level import graph of the project (function-level imports included) has no cycle."""
+    graph: Dict[str, Set[str]] = {}
+    for path in _modules("configs", "data", "optim", "hrnet"):
+        name = os.path.relpath(path, ROOT)[:-3].replace(os.sep, ".").removesuffix(".__init__")
+        graph[name] = {m for _, m in _imported(path)}
+    known = set(graph)
+    # an edge to one's own package (its __init__ re-exports) is how packages work, not a cycle
+    edges = {a: {b for b in bs if b in known and b != a and not a.startswith(b + ".")} for a, bs in graph.items()}
+    state: Dict[str, int] = {}
+    cycle: List[str] = []
+
+    def visit(node: str, stack: List[str]) -> bool:
+        state[node] = 1
+        for nxt in sorted(edges[node]):
+            if state.get(nxt) == 1:
+                cycle.extend((stack + [node])[(stack + [node]).index(nxt):] + [nxt])
+                return True
+            if nxt not in state and visit(nxt, stack + [node]):
+                return True
+        state[node] = 2
+        return False
+
+    for n in sorted(edges):
+        if n not in state and visit(n, []):
+            break
+    assert not cycle, "import cycle: " + " -> ".join(cycle)
+
+
+def test_the_cycle_check_can_fail():
+    """A planted circle (the executors <-> ray executor kind) is caught."""
+    probe = os.path.join(ROOT, "hrnet", "study", "execute", "_probe_cycle.py")
+    target = os.path.join(ROOT, "hrnet", "study", "execute", "_probe_cycle_b.py")
+    try:
+        with open(probe, "w", encoding="utf-8") as f:
+            f.write("def f():\n    from hrnet.study.execute import _probe_cycle_b\n")
+        with open(target, "w", encoding="utf-8") as f:
+            f.write("from hrnet.study.execute._probe_cycle import f\n")
+        with pytest.raises(AssertionError, match="import cycle: .*_probe_cycle"):
+            test_no_import_cycle_between_modules()
+    finally:
+        os.remove(probe)
+        os.remove(target)

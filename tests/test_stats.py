@@ -1,4 +1,4 @@
-"""hrnet.study.stats against scipy.stats on known inputs, the verdict logic, and properties (hypothesis)
+"""hrnet.study.analyse.stats against scipy.stats on known inputs, the verdict logic, and properties (hypothesis)
 that hold for any input: pairing does not depend on the order of the runs, an interval holds its mean."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from scipy import stats as sps
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hrnet.study.stats import (BETTER, NO_DIFFERENCE, NOT_LEARNED, TOO_FEW, WORSE, adjust_family, censored_reach,
+from hrnet.study.analyse.stats import (BETTER, NO_DIFFERENCE, NOT_LEARNED, TOO_FEW, WORSE, adjust_family, censored_reach,
                                decide, epochs_to_reach, mean_on_seeds, paired_comparison, rank_on_common_seeds,
                                summarize, t_quantile)
 
@@ -194,7 +194,7 @@ def test_an_interval_contains_its_mean_and_is_ordered(values, level):
 
 
 def test_t_test_p_needs_two_values_whatever_the_std():
-    from hrnet.study.stats import _t_test_p
+    from hrnet.study.analyse.stats import _t_test_p
     # One value carries no spread: no p-value, even if a caller passes std 0 (which would read as p 0).
     assert math.isnan(_t_test_p(0.1, 0.0, 1)) and math.isnan(_t_test_p(float("nan"), 0.1, 5))
     assert _t_test_p(0.1, 0.0, 2) == 0.0 and _t_test_p(0.0, 0.0, 2) == 1.0

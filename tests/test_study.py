@@ -1,4 +1,4 @@
-"""tools/study.py and hrnet.study.analysis: the smoke study end to end (interrupted once, then resumed),
+"""tools/study.py and hrnet.study.analyse.analysis: the smoke study end to end (interrupted once, then resumed),
 the report against the run folders, a failing arm, --report-only; the study file's checks."""
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from hrnet.study import stats
+from hrnet.study.analyse import stats
 
 SMOKE = os.path.join(ROOT, "experiments", "studies", "smoke.yaml")
 STUDY = os.path.join(ROOT, "tools", "study.py")
@@ -217,7 +217,7 @@ def _write(tmp_path, text: str) -> str:
 
 
 def test_plan_is_seed_major_with_overrides_in_order(tmp_path):
-    from hrnet.study.spec import load_study, plan_runs
+    from hrnet.study.plan.spec import load_study, plan_runs
 
     study = load_study(_write(tmp_path, "reference: a\nseeds: 2\noverrides: {TRAIN.LR: 0.01, MODEL.IMAGE_SIZE: [64, 64]}\n"
                                         "arms:\n  - {name: a, config: CFG}\n  - {name: b, config: CFG, seeds: [1],"
@@ -240,7 +240,7 @@ def test_plan_is_seed_major_with_overrides_in_order(tmp_path):
     ("arm:\n  - {name: a, config: CFG}\n", ["unknown key(s) arm"]),
 ])
 def test_bad_study_files_name_the_key(tmp_path, text, words):
-    from hrnet.study.spec import StudyError, load_study
+    from hrnet.study.plan.spec import StudyError, load_study
 
     with pytest.raises(StudyError) as exc:
         load_study(_write(tmp_path, text))
@@ -256,9 +256,9 @@ def test_cli_bad_study_is_one_line(tmp_path):
 
 def test_report_from_hand_made_run_folders(tmp_path):
     """Sensitivity, k/alpha grid and Lookahead slow-vs-fast statistics on run folders written by hand."""
-    from hrnet.study.analysis import analyse, collect
-    from hrnet.study.spec import load_study
-    from hrnet.study.report import write_report
+    from hrnet.study.analyse.analysis import analyse, collect
+    from hrnet.study.plan.spec import load_study
+    from hrnet.study.render.report import write_report
 
     cfg = os.path.join(ROOT, "experiments")
     study_file = tmp_path / "hand.yaml"

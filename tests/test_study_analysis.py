@@ -16,7 +16,7 @@ import pytest
 
 from conftest import ROOT
 
-from hrnet.study import stats
+from hrnet.study.analyse import stats
 
 CFG = os.path.join(ROOT, "experiments")
 J = 21
@@ -56,7 +56,7 @@ def _data(folder):
 
 def test_floors_against_a_hand_computation(tmp_path):
     from configs import load_config
-    from hrnet.study.floors import fit_constant_layout, read_annotations, study_floors
+    from hrnet.study.analyse.floors import fit_constant_layout, read_annotations, study_floors
 
     _data(str(tmp_path / "data"))
     k, b = read_annotations(str(tmp_path / "data" / "train.json"), str(tmp_path / "data"), J)
@@ -76,7 +76,7 @@ def test_floors_come_from_floors_json_when_the_annotations_are_gone(tmp_path):
     import shutil
 
     from configs import load_config
-    from hrnet.study.floors import study_floors
+    from hrnet.study.analyse.floors import study_floors
 
     _data(str(tmp_path / "data"))
     opts = ["DATASET.FORMAT", "coco", "DATASET.ROOT", str(tmp_path / "data")]
@@ -156,7 +156,7 @@ def _study(tmp_path, arms, seeds=(0, 1, 2), end_epoch=3, extra=""):
         lines.append(f"  - {{name: {name}, config: {CFG}/{config}, overrides: {json.dumps(over)}}}")
     path = tmp_path / "hand.yaml"
     path.write_text("\n".join(lines) + "\n")
-    from hrnet.study.spec import load_study
+    from hrnet.study.plan.spec import load_study
 
     return load_study(str(path))
 
@@ -179,7 +179,7 @@ LA = dict(ADAM, optimizer="lookahead", k=5, alpha=0.5)
 
 
 def _analyse(study, out):
-    from hrnet.study.analysis import analyse, collect
+    from hrnet.study.analyse.analysis import analyse, collect
 
     return analyse(study, collect(study, str(out)), str(out))
 
@@ -201,7 +201,7 @@ def test_only_finished_runs_enter_and_pairs_match_by_seed(tmp_path):
     assert c["diffs"] == pytest.approx([0.19 - 0.20, 0.22 - 0.22])
     assert rep["ranking"]["seeds"] == [0, 2]
     # Listing the runs in another order changes nothing.
-    from hrnet.study.analysis import analyse, collect
+    from hrnet.study.analyse.analysis import analyse, collect
 
     shuffled = analyse(study, list(reversed(collect(study, str(out)))), str(out))
     assert shuffled["comparisons"] == rep["comparisons"] and shuffled["same_lr"] == rep["same_lr"]
@@ -266,7 +266,7 @@ def _table(md, label):
 
 
 def test_report_tables_label_their_columns(tmp_path):
-    from hrnet.study.report import BEST_LABEL as BEST, render_markdown
+    from hrnet.study.render.report import BEST_LABEL as BEST, render_markdown
 
     study, out = _lr_study(tmp_path)
     rep = _analyse(study, out)
@@ -329,7 +329,7 @@ def test_higher_is_better_pck_orientation():
 # ---------------------------------------------------------------------------- real photos, study file
 def test_real_photo_cache_is_keyed_by_content_and_settings(tmp_path, real_hands):
     from configs import load_config
-    from hrnet.study.real_photos import cache_key, evaluate_real_hands, real_hand_sets
+    from hrnet.study.analyse.real_photos import cache_key, evaluate_real_hands, real_hand_sets
 
     sets = real_hand_sets(real_hands)
     run = tmp_path / "run"
@@ -338,7 +338,7 @@ def test_real_photo_cache_is_keyed_by_content_and_settings(tmp_path, real_hands)
     (run / "config.yaml").write_text(cfg.dump())
     model = run / "checkpoint_latest.pth"
     model.write_bytes(b"weights v1")
-    from hrnet.study.floors import file_sha256
+    from hrnet.study.analyse.floors import file_sha256
 
     cached = {"freihand": {"NME": 0.1}}
     (run / "real_hands.json").write_text(json.dumps({"key": cache_key(cfg, sets, file_sha256(str(model))),
@@ -360,7 +360,7 @@ def test_real_photo_cache_is_keyed_by_content_and_settings(tmp_path, real_hands)
 
 
 def test_real_hands_folder_is_a_study_key_or_an_option(tmp_path, monkeypatch):
-    from hrnet.study.spec import load_study
+    from hrnet.study.plan.spec import load_study
 
     path = tmp_path / "s.yaml"
     path.write_text(f"arms:\n  - {{name: a, config: {CFG}/hand_adam.yaml}}\n")
@@ -374,7 +374,7 @@ def test_real_hands_folder_is_a_study_key_or_an_option(tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------------------- plan, study folder
 def test_plan_orders_by_priority_then_seed_then_file_order(tmp_path):
-    from hrnet.study.spec import StudyError, load_study, output_dir, plan_runs
+    from hrnet.study.plan.spec import StudyError, load_study, output_dir, plan_runs
 
     path = tmp_path / "s.yaml"
     path.write_text(f"seeds: [0, 1]\narms:\n  - {{name: late, config: {CFG}/hand_adam.yaml, priority: 2}}\n"
@@ -405,8 +405,8 @@ def test_plan_orders_by_priority_then_seed_then_file_order(tmp_path):
 
 # ---------------------------------------------------------------------------- trend with training length
 def test_pairs_and_length_variants_need_the_same_setting_but_the_length():
-    from hrnet.study.comparisons import lookahead_pairs
-    from hrnet.study.trend import length_variants
+    from hrnet.study.analyse.comparisons import lookahead_pairs
+    from hrnet.study.analyse.trend import length_variants
 
     def entry(family, epochs, its, steps, **kw):
         setting = {"lr": 1e-4, "batch": 32, "epochs": epochs, "TRAIN.END_EPOCH": epochs, "TRAIN.LR_STEP": steps,
@@ -468,7 +468,7 @@ def _write_trend_runs(out):
 
 
 def test_trend_with_training_length(tmp_path):
-    from hrnet.study.report import render_markdown, write_report
+    from hrnet.study.render.report import render_markdown, write_report
 
     study = _trend_study(tmp_path)
     out = tmp_path / "study"
@@ -512,7 +512,7 @@ def test_trend_with_training_length(tmp_path):
 
 
 def test_trend_needs_three_common_seeds_and_a_second_length(tmp_path):
-    from hrnet.study.trend import trend
+    from hrnet.study.analyse.trend import trend
 
     study = _trend_study(tmp_path)
     out = tmp_path / "study"
@@ -531,7 +531,7 @@ def test_trend_needs_three_common_seeds_and_a_second_length(tmp_path):
 
 # ---------------------------------------------------------------------------- calibration, machine
 def test_calibration_against_the_floor():
-    from hrnet.study.calibration import calibration, calibration_sentence
+    from hrnet.study.analyse.calibration import calibration, calibration_sentence
 
     floors = {"valid": {"box_centre": {"NME": 0.30}, "constant_layout": {"NME": 0.28}}}
     runs = [{"arm": "adam", "seed": s, "status": "finished", "final_NME": v, "iterations": 2790}
@@ -551,7 +551,7 @@ def test_calibration_against_the_floor():
 
 
 def test_each_run_reports_its_machine(tmp_path):
-    from hrnet.study.report import render_markdown
+    from hrnet.study.render.report import render_markdown
 
     study = _study(tmp_path, [("adam", "hand_adam.yaml", {})], seeds=(0, 1))
     out = tmp_path / "out"
@@ -648,7 +648,7 @@ FLOORS = {"available": True, "real": {"all": {"box_centre": {"NME": 0.5}, "num_i
 def test_real_hands_summary_from_the_records():
     from scipy.stats import ttest_rel
 
-    from hrnet.study.rankings import real_hands_summary
+    from hrnet.study.analyse.rankings import real_hands_summary
 
     by_arm, arms = _real_records()
     sets = {"onehand": ("photos/onehand", "ann.json")}
@@ -694,7 +694,7 @@ def test_real_hands_summary_from_the_records():
 
 
 def test_real_hands_summary_without_sets_floors_or_common_seeds():
-    from hrnet.study.rankings import real_hands_summary
+    from hrnet.study.analyse.rankings import real_hands_summary
 
     by_arm, arms = _real_records()
     assert real_hands_summary("adam", by_arm, arms, {}, FLOORS, "photos") == {
@@ -761,7 +761,7 @@ def _records(values, status=None, **fields):
 def test_per_seed_and_vs_reference_families():
     from scipy.stats import ttest_rel
 
-    from hrnet.study.comparisons import per_seed, vs_reference
+    from hrnet.study.analyse.comparisons import per_seed, vs_reference
 
     def recs(nme, pck, status=None):
         return [dict(r, final_valid_loss=r["final_NME"] / 10, PCK=pck[r["seed"]], AUC=pck[r["seed"]] / 2)
@@ -809,7 +809,7 @@ def _pair_arms():
 
 
 def test_lookahead_pairs_and_the_main_k_alpha():
-    from hrnet.study.comparisons import _main_k_alpha, lookahead_pairs
+    from hrnet.study.analyse.comparisons import _main_k_alpha, lookahead_pairs
 
     arms = _pair_arms()
     assert lookahead_pairs(arms) == [("la", "adam"), ("la_lr1e-3", "adam_lr1e-3"), ("la_k10", "adam"),
@@ -827,7 +827,7 @@ def test_lookahead_pairs_and_the_main_k_alpha():
 def test_same_lr_pairs_on_hand_made_arms():
     from scipy.stats import ttest_rel
 
-    from hrnet.study.comparisons import same_lr_pairs
+    from hrnet.study.analyse.comparisons import same_lr_pairs
 
     arms = _pair_arms()
     base = {0: 0.30, 1: 0.32, 2: 0.31}
@@ -875,7 +875,7 @@ def _slow_fast_records(seeds, d1, d3, status=None, optimizer="lookahead", weight
 def test_lookahead_slow_and_fast_weights_by_hand():
     from scipy.stats import ttest_rel
 
-    from hrnet.study.comparisons import lookahead_slow_fast
+    from hrnet.study.analyse.comparisons import lookahead_slow_fast
 
     la = _slow_fast_records(range(4), lambda s: 0.02 + 0.001 * s, lambda s: 0.01 + 0.002 * s, status={3: "partial"},
                             weights=(None, "slow"))
@@ -927,7 +927,7 @@ def _len_arm(family, lr, epochs, learned=True, its_per_epoch=10, steps=None, **k
 
 
 def test_length_of_and_length_variants():
-    from hrnet.study.trend import _without_length, length_of, length_variants
+    from hrnet.study.analyse.trend import _without_length, length_of, length_variants
 
     arms = {"adam": _len_arm("adam", 1e-4, 30), "adam_again": _len_arm("adam", 1e-4, 30),
             "adam_e6": _len_arm("adam", 1e-4, 6), "adam_e12": _len_arm("adam", 1e-4, 12),
@@ -975,7 +975,7 @@ def _trend_arms_and_runs():
 def test_trend_lines_by_hand():
     from scipy.stats import ttest_rel
 
-    from hrnet.study.trend import HOLDS, SHRINKS, trend
+    from hrnet.study.analyse.trend import HOLDS, SHRINKS, trend
 
     arms, by_arm = _trend_arms_and_runs()
     got = trend(by_arm, arms, "adam", 250)
@@ -1004,7 +1004,7 @@ def test_trend_lines_by_hand():
 
 
 def test_trend_line_edge_cases():
-    from hrnet.study.trend import GROWS, SHRINKS, _change_word, trend
+    from hrnet.study.analyse.trend import GROWS, SHRINKS, _change_word, trend
 
     # The reference's line without a point at the reference's length: its Adam arms are length
     # variants of the reference. Iterations unknown: lengths ordered by epochs, nothing said about the user's.
@@ -1035,7 +1035,7 @@ def _final(family, lr, values, k=None, alpha=None):
 
 
 def test_ranking_on_common_seeds_by_hand():
-    from hrnet.study.rankings import final_nme_by_seed, ranking
+    from hrnet.study.analyse.rankings import final_nme_by_seed, ranking
 
     arms = {"a": _final("adam", 1e-4, {0: 0.30, 1: 0.30, 2: 0.10}), "none": _final("adam", 1e-3, {}),
             "b": _final("sgd", 1e-2, {0: 0.28, 1: 0.29})}
@@ -1062,7 +1062,7 @@ def _sensitivity_arms():
 
 
 def test_sensitivity_lines_and_ranges_by_hand():
-    from hrnet.study.rankings import _line_label, sensitivity
+    from hrnet.study.analyse.rankings import _line_label, sensitivity
 
     arms = _sensitivity_arms()
     assert _line_label(arms["adam"]) == "adam" and _line_label(arms["la_k5"]) == "lookahead(adam) k5 alpha0.5"
@@ -1090,7 +1090,7 @@ def test_sensitivity_lines_and_ranges_by_hand():
 
 
 def test_k_alpha_grid_needs_two_pairs_and_common_seeds():
-    from hrnet.study.rankings import _k_alpha_grid
+    from hrnet.study.analyse.rankings import _k_alpha_grid
 
     arms = _sensitivity_arms()
     assert _k_alpha_grid({n: arms[n] for n in ("adam", "sgd")}) == {}
@@ -1107,7 +1107,7 @@ def test_k_alpha_grid_needs_two_pairs_and_common_seeds():
 
 # ---------------------------------------------------------------------------- calibration sentences
 def test_calibration_numbers_and_every_sentence():
-    from hrnet.study.calibration import calibration, calibration_sentence
+    from hrnet.study.analyse.calibration import calibration, calibration_sentence
 
     floors = {"valid": {"box_centre": {"NME": 0.5}, "constant_layout": {"NME": 0.45}}}
     runs = [{"arm": "adam", "seed": s, "status": "finished", "final_NME": v, "iterations": its}
@@ -1160,7 +1160,7 @@ def _random_hands(seed=0, n=7, joints=3):
 
 
 def test_box_geometry():
-    from hrnet.study.floors import box_centres, box_coordinates, layout_predictions
+    from hrnet.study.analyse.floors import box_centres, box_coordinates, layout_predictions
 
     bbox = np.array([[0, 0, 10, 10], [10, 10, 20, 8]], dtype=np.float32)
     np.testing.assert_array_equal(box_centres(bbox), [[4.5, 4.5], [19.5, 13.5]])  # x + w / 2 - 0.5
@@ -1179,7 +1179,7 @@ def test_box_geometry():
 def test_constant_layout_is_the_nme_optimum():
     from scipy.optimize import minimize
 
-    from hrnet.study.floors import box_coordinates, fit_constant_layout
+    from hrnet.study.analyse.floors import box_coordinates, fit_constant_layout
 
     kp, bbox = _random_hands()
     layout = fit_constant_layout(kp, bbox)
@@ -1219,7 +1219,7 @@ def test_constant_layout_is_the_nme_optimum():
 
 
 def test_distinct_hands_and_learned():
-    from hrnet.study.floors import distinct_hands, has_learned
+    from hrnet.study.analyse.floors import distinct_hands, has_learned
 
     kp = np.zeros((4, 2, 3))
     bbox = np.tile([0.0, 0.0, 10.0, 10.0], (4, 1))
@@ -1234,7 +1234,7 @@ def test_distinct_hands_and_learned():
 def test_read_annotations_coco_csv_limits_and_bad_samples(tmp_path):
     import warnings
 
-    from hrnet.study.floors import read_annotations
+    from hrnet.study.analyse.floors import read_annotations
 
     good = ((0, 0, 10, 10), _all_at(4.5, 4.5))
     bad = ((0, 0, 10, 10), np.full((J, 3), np.nan))
@@ -1256,7 +1256,7 @@ def test_read_annotations_coco_csv_limits_and_bad_samples(tmp_path):
 
 def test_set_floors_against_compute_metrics():
     from hrnet.evaluation.metrics import compute_metrics
-    from hrnet.study.floors import box_centres, fit_constant_layout, layout_predictions, set_floors
+    from hrnet.study.analyse.floors import box_centres, fit_constant_layout, layout_predictions, set_floors
 
     kp, bbox = _random_hands(1, n=6, joints=J)
     layout = fit_constant_layout(kp, bbox)  # the last joint is NaN: predicted at the box centre
@@ -1275,7 +1275,7 @@ def test_study_floors_cache_and_real_sets(tmp_path):
     import shutil
 
     from configs import load_config
-    from hrnet.study.floors import (FLOORS_JSON, _dataset_files, _identity, _read_cache, fit_constant_layout,
+    from hrnet.study.analyse.floors import (FLOORS_JSON, _dataset_files, _identity, _read_cache, fit_constant_layout,
                                     read_annotations, set_floors, study_floors)
 
     _data(str(tmp_path / "data"))
@@ -1340,7 +1340,7 @@ def test_study_floors_follow_the_configs_limits_and_thresholds(tmp_path):
     import shutil
 
     from configs import load_config
-    from hrnet.study.floors import FLOORS_JSON, fit_constant_layout, read_annotations, set_floors, study_floors
+    from hrnet.study.analyse.floors import FLOORS_JSON, fit_constant_layout, read_annotations, set_floors, study_floors
 
     _data(str(tmp_path / "data"))
     # Training hands whose NME-optimal layout (a Fermat point) has many decimals; the last one is beyond
@@ -1378,7 +1378,7 @@ def test_study_floors_follow_the_configs_limits_and_thresholds(tmp_path):
 
 
 def test_lookahead_verdict_line_when_slow_and_fast_always_coincide():
-    from hrnet.study.verdict import _lookahead
+    from hrnet.study.analyse.verdict import _lookahead
     comp = {"mean_diff": 0.0, "ci_low": 0.0, "ci_high": 0.0, "p_adjusted": 1.0, "n": 3, "verdict": stats.NO_DIFFERENCE}
     la = {"logged": True, "epoch_mean_slow_vs_fast": comp, "best_slow_vs_fast": comp,
           "epochs_where_they_differ": {"0": 0, "1": 0, "2": 0}}
@@ -1394,7 +1394,7 @@ def test_lookahead_verdict_line_when_slow_and_fast_always_coincide():
 
 def test_trend_figure_draws_lines_with_two_measured_lengths(tmp_path, monkeypatch):
     import matplotlib.axes
-    from hrnet.study import figures
+    from hrnet.study.render import figures
 
     def point(its, diffs, verdict):
         m = float(np.mean(diffs))

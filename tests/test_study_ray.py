@@ -51,7 +51,7 @@ def _study(*args: str, **kw) -> subprocess.CompletedProcess:
 
 def _run_dirs(study_file: str, out: str) -> Dict[str, str]:
     """Run name -> run folder, from the plan (the study folder's layout is spec.py's business)."""
-    from hrnet.study.spec import load_study, plan_runs
+    from hrnet.study.plan.spec import load_study, plan_runs
 
     return {r.name: r.run_dir for r in plan_runs(load_study(study_file, list(SCALE)), out)}
 
@@ -65,9 +65,9 @@ def _final_nmes(out: str) -> Dict[Tuple[str, str], float]:
 def local(tmp_path_factory, study_file, data_root) -> str:
     """The plan trained by the local executor, two at a time with one thread each (as a Ray task of
     1 CPU: CPU results depend on the thread count), then its report."""
-    from hrnet.study.executors import LocalExecutor
-    from hrnet.study.runner import execute
-    from hrnet.study.spec import load_study, plan_runs
+    from hrnet.study.execute.executors import LocalExecutor
+    from hrnet.study.execute.runner import execute
+    from hrnet.study.plan.spec import load_study, plan_runs
 
     out = str(tmp_path_factory.mktemp("local") / "smoke")
     runs = plan_runs(load_study(study_file, ["DATASET.ROOT", data_root, *SCALE]), out)
@@ -112,7 +112,7 @@ def _trainer(run_dir: str) -> Optional[Tuple[int, int]]:
 def ray_study(tmp_path_factory, study_file, data_root, ray_address, local) -> Dict:
     """The same plan through --executor ray; once each run has its epoch-1 checkpoint, adam's Ray
     worker is SIGKILLed and lookahead's trainer gets a SIGTERM (``pkill -f train.py``)."""
-    from hrnet.study.executors import epochs_done
+    from hrnet.study.execute.executors import epochs_done
 
     out = str(tmp_path_factory.mktemp("ray") / "smoke")
     dirs = _run_dirs(study_file, out)
@@ -217,7 +217,7 @@ with open(os.path.join(run_dir, "metrics.json"), "w") as f:
 
 
 def _fake_runs(tmp_path, *modes: str):
-    from hrnet.study.spec import PlannedRun
+    from hrnet.study.plan.spec import PlannedRun
 
     fake = tmp_path / "fake_train.py"
     fake.write_text(FAKE_TRAINER)
@@ -228,8 +228,8 @@ def _fake_runs(tmp_path, *modes: str):
 
 
 def _execute(ray_address, tmp_path, train_command, runs, **options):
-    from hrnet.study.ray_executor import RayExecutor
-    from hrnet.study.runner import execute
+    from hrnet.study.execute.ray_cluster import RayExecutor
+    from hrnet.study.execute.runner import execute
 
     lines = []
     result = execute(runs, RayExecutor(train_command, str(tmp_path), **options), echo=lines.append)

@@ -1,4 +1,4 @@
-"""hrnet.study.runner with the local executor: CPU runs side by side (--jobs), each with its own threads."""
+"""hrnet.study.execute.runner with the local executor: CPU runs side by side (--jobs), each with its own threads."""
 from __future__ import annotations
 
 import json
@@ -25,7 +25,7 @@ with open(os.path.join(run_dir, "metrics.json"), "w") as f:
 
 
 def _runs(tmp_path, n):
-    from hrnet.study.spec import PlannedRun
+    from hrnet.study.plan.spec import PlannedRun
 
     fake = tmp_path / "fake_train.py"
     fake.write_text(FAKE)
@@ -40,8 +40,8 @@ def _probe(run):
 
 
 def test_jobs_run_side_by_side_with_their_share_of_the_threads(tmp_path):
-    from hrnet.study.executors import LocalExecutor
-    from hrnet.study.runner import execute
+    from hrnet.study.execute.executors import LocalExecutor
+    from hrnet.study.execute.runner import execute
 
     cmd, runs = _runs(tmp_path, 3)
     lines = []
@@ -57,8 +57,8 @@ def test_jobs_run_side_by_side_with_their_share_of_the_threads(tmp_path):
 
 
 def test_without_jobs_the_threads_are_inherited(tmp_path, monkeypatch):
-    from hrnet.study.executors import LocalExecutor
-    from hrnet.study.runner import execute
+    from hrnet.study.execute.executors import LocalExecutor
+    from hrnet.study.execute.runner import execute
 
     monkeypatch.setenv("OMP_NUM_THREADS", "7")
     cmd, runs = _runs(tmp_path, 1)

@@ -1,4 +1,4 @@
-"""tools/test.py and hrnet/model_file.py from the user's side: the command, its exit code, its one
+"""tools/test.py and hrnet/evaluation/model_file.py from the user's side: the command, its exit code, its one
 line, what it wrote. Checkpoints are built directly (a tiny model, a few Lookahead steps)."""
 import json
 import os

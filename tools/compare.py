@@ -25,6 +25,7 @@ import _paths  # noqa: F401  (repository root on sys.path)
 
 import numpy as np
 
+from hrnet.engine.progress import fmt_duration
 from hrnet.engine.run_reader import SEED_RE, Run, expand_run_dirs, load_run, read_scalars
 from hrnet.engine.run_record import TAG_TRAIN_LOSS, TAG_VALID_LOSS, TAG_VALID_NME
 
@@ -54,14 +55,6 @@ def _fmt(v: Optional[float], spec: str = ".5f") -> str:
     return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
 
 
-def _fmt_time(s: Optional[float]) -> str:
-    if s is None:
-        return "-"
-    if s < 60:
-        return f"{s:.1f} s"
-    return f"{s / 3600:.2f} h" if s >= 3600 else f"{s / 60:.1f} min"
-
-
 def labels(runs: Sequence[Run]) -> List[str]:
     """The run folder names; the path as given where two runs share a name (different output folders)."""
     names = [r.name for r in runs]
@@ -76,7 +69,7 @@ def run_table(runs: Sequence[Run]) -> str:
         best, best_ep = r.best
         lr = "-" if r.lr is None else f"{r.lr:g}"
         lines.append(f"| {label} | {r.optimizer or '-'} | {lr} | {r.status} | {_fmt(r.epochs, 'd')} | {_fmt(best)} "
-                     f"| {_fmt(best_ep, 'd')} | {_fmt(r.final)} | {_fmt_time(r.wall_time)} | "
+                     f"| {_fmt(best_ep, 'd')} | {_fmt(r.final)} | {fmt_duration(r.wall_time)} | "
                      f"{'; '.join(r.problems)} |")
     return "\n".join(lines)
 
@@ -106,7 +99,7 @@ def group_table(runs: Sequence[Run]) -> str:
         lines.append(f"| {name} | {rs[0].optimizer or '-'} | {lr} | {len(done)}/{len(rs)} "
                      f"| {_mean_std([r.best[0] for r in done])} | {_mean_std([r.final for r in done])} "
                      f"| {_fmt(float(np.mean(best_eps)) if best_eps else None, '.1f')} "
-                     f"| {_fmt_time(float(np.mean(times)) if times else None)} | {'; '.join(others)} |")
+                     f"| {fmt_duration(float(np.mean(times)) if times else None)} | {'; '.join(others)} |")
     return "\n".join(lines)
 
 

@@ -17,7 +17,7 @@ real_hands.json, study_sessions.json, and DIR/floors.json; no training, no check
 CUDA_VISIBLE_DEVICES (``0+1``: two GPUs for one DDP run with ``--launcher``); without it, one
 at a time. ``--executor ray`` makes each run a Ray task on a Ray cluster instead, with
 ``--gpus-per-run`` GPUs and ``--cpus-per-run`` CPUs (DIR must be on a filesystem every node sees;
-see hrnet/study/ray_executor.py). See hrnet/study/spec.py for the study file's keys.
+see hrnet/study/execute/ray_cluster.py). See hrnet/study/plan/spec.py for the study file's keys.
 
 Exit status: 0 all runs finished; 1 some runs failed, diverged or are unfinished (the report
 covers the others); 2 a bad study file or command line; 130 interrupted.
@@ -63,10 +63,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     args, words = _cli.parse_with_overrides(parser, argv)
     study_file, opts = _study_and_overrides(words)
 
-    from hrnet.study.analysis import analyse, collect
-    from hrnet.study.runner import execute
-    from hrnet.study.spec import load_study, output_dir, plan_runs
-    from hrnet.study.report import write_report
+    from hrnet.study.analyse.analysis import analyse, collect
+    from hrnet.study.execute.runner import execute
+    from hrnet.study.plan.spec import load_study, output_dir, plan_runs
+    from hrnet.study.render.report import write_report
 
     study = load_study(study_file, opts, "" if args.no_real_hands else args.real_hands)
     out = output_dir(study, args.out)
@@ -107,7 +107,7 @@ def _study_and_overrides(words: List[str]) -> Tuple[str, List[str]]:
 
 def _cpu_jobs(args: argparse.Namespace, train_command: List[str], out: str):
     """``--jobs N``: N CPU runs side by side on this machine, the cores split between them."""
-    from hrnet.study.executors import make_executor
+    from hrnet.study.execute.select import make_executor
 
     if args.devices:
         raise _cli.UserError("--jobs runs CPU processes side by side; --devices gives each run a GPU: use one")
@@ -131,8 +131,8 @@ def _add_executor_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _executor(args: argparse.Namespace, out: str):
-    """The executor the options ask for (hrnet/study/executors.py); option mix-ups are user errors."""
-    from hrnet.study.executors import make_executor
+    """The executor the options ask for (hrnet/study/execute/executors.py); option mix-ups are user errors."""
+    from hrnet.study.execute.select import make_executor
 
     launcher = shlex.split(args.launcher)
     if not launcher:

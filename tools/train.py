@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     args, opts = _cli.parse_with_overrides(parser, argv)  # KEY VALUE config overrides anywhere
     cfg = load_config(args.cfg, opts)
     # Reuse freed activation memory instead of page-faulting fresh mmaps every step (CPU speed,
-    # no effect on results; see hrnet/perf.py). Harmless on GPU runs.
+    # no effect on results; see hrnet/runtime/perf.py). Harmless on GPU runs.
     tune_cpu_allocator()
     try:
         result = Trainer(cfg, resume=args.resume or None).fit()

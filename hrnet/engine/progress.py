@@ -8,14 +8,24 @@ from __future__ import annotations
 
 import logging
 import sys
+import math
 import time
-from typing import List
+from typing import List, Optional
 
 from hrnet.engine.run_record import TAG_LOSS_ITER
 
-__all__ = ["EpochProgress"]
+__all__ = ["EpochProgress", "fmt_duration"]
 
 _logger = logging.getLogger(__name__)
+
+
+def fmt_duration(s: Optional[float]) -> str:
+    """``42 s``, ``3.5 min``, ``2.1 h``; ``-`` for None or a non-finite value."""
+    if s is None or not math.isfinite(s):
+        return "-"
+    if s < 60:
+        return f"{s:.0f} s"
+    return f"{s / 3600:.1f} h" if s >= 3600 else f"{s / 60:.1f} min"
 
 
 class EpochProgress:

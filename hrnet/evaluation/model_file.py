@@ -28,7 +28,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 import torch.nn as nn
 
-from configs import CfgNode, ConfigError
+from configs import CfgNode, ConfigError, config_value
 
 from hrnet.runtime.checkpoint import CheckpointError, extract_state_dict, load_checkpoint
 
@@ -89,20 +89,11 @@ def checkpoint_config(obj: Mapping, path: str) -> Optional[CfgNode]:
         raise CheckpointError(f"{path}: the stored config is not valid yaml ({exc})") from exc
 
 
-def _get(cfg: CfgNode, key: str) -> Any:
-    node: Any = cfg
-    for part in key.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    return list(node) if isinstance(node, (list, tuple)) else node
-
-
 def config_mismatches(ck_cfg: CfgNode, cfg: CfgNode, keys=ARCH_KEYS) -> List[str]:
     """``"KEY: <checkpoint value> -> <cfg value>"`` for each of ``keys`` that differs (missing keys skip)."""
     out = []
     for key in keys:
-        old, new = _get(ck_cfg, key), _get(cfg, key)
+        old, new = config_value(ck_cfg, key, None), config_value(cfg, key, None)
         if old is not None and old != new:
             out.append(f"{key}: {old!r} -> {new!r}")
     return out
@@ -141,8 +132,8 @@ def _slow_by_index(fast: Dict[str, torch.Tensor], optimizer: Mapping, model: nn.
     slow = lookahead.get("slow_weights") if isinstance(lookahead, Mapping) else None
     if not isinstance(slow, Mapping):
         raise CheckpointError(f"{path}: optimizer['lookahead'] has no slow_weights")
-    wd = float(_get(ck_cfg, "TRAIN.WD") or 0.0) if ck_cfg is not None else 0.0
-    no_wd = bool(_get(ck_cfg, "TRAIN.NO_WD_BN_BIAS")) if ck_cfg is not None else False
+    wd = float(config_value(ck_cfg, "TRAIN.WD", None) or 0.0) if ck_cfg is not None else 0.0
+    no_wd = bool(config_value(ck_cfg, "TRAIN.NO_WD_BN_BIAS", None)) if ck_cfg is not None else False
     groups = param_groups(model, wd, no_wd)
     order = [p for g in groups for p in g["params"]]
     saved_groups = [len(g.get("params", ())) for g in optimizer.get("param_groups", [])]
@@ -163,7 +154,7 @@ def _latest_weights(obj: Mapping, fast: Dict[str, torch.Tensor], model: nn.Modul
         if weights != "auto":
             raise CheckpointError(f"{path} is not a Lookahead run: it has no {weights} weights")
         return "model", fast, []
-    default = _get(ck_cfg, "TRAIN.LOOKAHEAD.EVAL_WEIGHTS") if ck_cfg is not None else None
+    default = config_value(ck_cfg, "TRAIN.LOOKAHEAD.EVAL_WEIGHTS", None) if ck_cfg is not None else None
     used = weights if weights != "auto" else (default if default in ("slow", "fast") else "slow")
     if used == "fast":
         return used, fast, []
@@ -174,7 +165,7 @@ def _latest_weights(obj: Mapping, fast: Dict[str, torch.Tensor], model: nn.Modul
         state = _slow_by_index(fast, optimizer, model, ck_cfg, path)
         notes.append("slow weights matched by their index in the optimizer (a checkpoint written before "
                      "they were stored by name)")
-    if ck_cfg is not None and int(_get(ck_cfg, "TRAIN.LOOKAHEAD.BN_RECALIBRATE_BATCHES") or 0) > 0:
+    if ck_cfg is not None and int(config_value(ck_cfg, "TRAIN.LOOKAHEAD.BN_RECALIBRATE_BATCHES", None) or 0) > 0:
         notes.append("slow weights with the fast weights' BN statistics (training validated "
                      "with recalibrated BN; model_best.pth holds those)")
     return used, state, notes

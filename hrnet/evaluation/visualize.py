@@ -25,7 +25,7 @@ from data.transforms import IMAGENET_MEAN, IMAGENET_STD, get_affine_transform, t
 
 __all__ = ["HAND_BONES", "FINGER_NAMES", "FINGER_COLORS", "JOINT_NAMES", "joint_colors", "to_uint8_images",
            "draw_skeleton", "draw_box", "box_corners", "draw_hand", "put_label", "heatmap_overlay", "make_grid", "crop_affines",
-           "to_crop_pixels", "prediction_grid", "GallerySamples", "gallery_samples", "gallery_heatmaps", "gallery_image"]
+           "prediction_grid", "GallerySamples", "gallery_samples", "gallery_heatmaps", "gallery_image"]
 
 FINGER_NAMES = ("thumb", "index", "middle", "ring", "little")
 #: RGB colour of each finger (and of its bones), in :data:`FINGER_NAMES` order.
@@ -196,17 +196,6 @@ def crop_affines(center: np.ndarray, scale: np.ndarray, rotation: np.ndarray, fl
     flip = np.broadcast_to(np.asarray(flip, bool), (len(center),))
     return np.stack([get_affine_transform(c, s, float(r), image_size, bool(f))
                      for c, s, r, f in zip(center, scale, rotation, flip)])
-
-
-def to_crop_pixels(points: np.ndarray, meta: Mapping[str, Any], image_size: Sequence[int]) -> np.ndarray:
-    """Points (N, J, 2) in original-image pixels -> pixels of the N network-input crops that
-    ``meta`` (batched dataset ``meta``: center, scale, rotation, flip) describes."""
-    def arr(key: str) -> np.ndarray:
-        v = meta[key]
-        return v.numpy() if torch.is_tensor(v) else np.asarray(v)
-
-    mats = crop_affines(arr("center"), arr("scale"), arr("rotation"), arr("flip"), image_size)
-    return transform_points(np.asarray(points, np.float64), mats)
 
 
 def _upscale(image: np.ndarray, min_side: int) -> Tuple[np.ndarray, np.ndarray]:

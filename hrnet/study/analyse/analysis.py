@@ -18,23 +18,22 @@ from __future__ import annotations
 import datetime
 import math
 import os
-import signal
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from configs import load_config
-from hrnet.engine.run_record import LATEST, hparams, read_metrics
-from hrnet.study import stats
-from hrnet.study.calibration import calibration
-from hrnet.study.comparisons import lookahead_slow_fast, same_lr_pairs, vs_reference
-from hrnet.study.floors import LEARNED_FRACTION, has_learned, study_floors
-from hrnet.study.rankings import ranking, real_hands_summary, sensitivity
-from hrnet.study.real_photos import evaluate_real_hands, real_hand_sets
-from hrnet.study.runner import last_error_line, read_sessions
-from hrnet.study.scale import (arm_config, arm_setting, iteration_summary, scale_rows, training_iterations,
+from hrnet.engine.run_record import hparams, read_metrics
+from hrnet.study.analyse import stats
+from hrnet.study.analyse.calibration import calibration
+from hrnet.study.analyse.comparisons import lookahead_slow_fast, same_lr_pairs, vs_reference
+from hrnet.study.analyse.floors import LEARNED_FRACTION, has_learned, study_floors
+from hrnet.study.analyse.rankings import ranking, real_hands_summary, sensitivity
+from hrnet.study.analyse.real_photos import evaluate_real_hands, real_hand_sets
+from hrnet.study.plan.runs import read_sessions, run_status
+from hrnet.study.plan.scale import (arm_config, arm_setting, iteration_summary, scale_rows, training_iterations,
                                user_iterations)
-from hrnet.study.spec import PlannedRun, Study, plan_runs
-from hrnet.study.trend import length_variants, trend
-from hrnet.study.verdict import verdict
+from hrnet.study.plan.spec import PlannedRun, Study, plan_runs
+from hrnet.study.analyse.trend import length_variants, trend
+from hrnet.study.analyse.verdict import verdict
 
 __all__ = ["collect", "analyse", "rel_path", "STATISTICS"]
 
@@ -60,25 +59,6 @@ def _num(v: Any) -> Optional[float]:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
 
 
-def _status(run: PlannedRun, info: Mapping[str, Any], sessions: Sequence[Mapping[str, Any]]) -> Tuple[str, str]:
-    """(status, reason) of a run folder: finished | diverged | failed | partial | not run.
-
-    "finished" needs the planned epochs: a run finished at 2 epochs is partial once the study
-    asks for 3 (``TRAIN.END_EPOCH`` raised), and is resumed rather than counted."""
-    status = info.get("status")
-    done = info.get("epochs_completed", 0) if isinstance(info.get("epochs_completed"), int) else 0
-    last_rc = sessions[-1].get("exit_status") if sessions else None
-    if status == "finished" and done >= run.end_epoch:
-        return "finished", ""
-    if status == "diverged":
-        return "diverged", last_error_line(run.run_dir)
-    if last_rc not in (None, 0, 128 + signal.SIGINT, 128 + signal.SIGTERM):
-        return "failed", f"exit status {last_rc}: {last_error_line(run.run_dir)}"
-    if status or os.path.isfile(os.path.join(run.run_dir, LATEST)):
-        return "partial", f"{done}/{run.end_epoch} epochs"
-    return "not run", ""
-
-
 def _scrub(text: str, out_dir: str) -> str:
     """``text`` with the output folder's absolute path written relative to the working directory."""
     return text.replace(os.path.abspath(out_dir), rel_path(os.path.abspath(out_dir)))
@@ -90,7 +70,7 @@ def _record(run: PlannedRun, out_dir: str) -> Dict[str, Any]:
 
     info, problems = read_metrics(run.run_dir)
     sessions = read_sessions(run.run_dir)
-    status, reason = _status(run, info, sessions)
+    status, reason = run_status(run, info, sessions)
     cfg = load_config(run.config, list(run.opts))
     pck_key = metric_names(cfg)[1]
     final = info.get("final", {}) if isinstance(info.get("final"), dict) else {}

@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from hrnet.study import stats
+from hrnet.study.analyse import stats
 
 __all__ = ["COMPARED_METRICS", "per_seed", "vs_reference", "same_lr_pairs", "lookahead_pairs", "lookahead_slow_fast",
            "family_dicts", "OPTIMIZER_KEYS"]

@@ -9,10 +9,10 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from hrnet.study import stats
-from hrnet.study.comparisons import family_dicts
-from hrnet.study.floors import has_learned
-from hrnet.study.real_photos import EVALUATED_CHECKPOINT
+from hrnet.study.analyse import stats
+from hrnet.study.analyse.comparisons import family_dicts
+from hrnet.study.analyse.floors import has_learned
+from hrnet.study.analyse.real_photos import EVALUATED_CHECKPOINT
 
 __all__ = ["ranking", "sensitivity", "real_hands_summary", "final_nme_by_seed"]
 

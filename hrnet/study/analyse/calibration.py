@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Mapping, Sequence
 
-from hrnet.study import stats
+from hrnet.study.analyse import stats
 
 __all__ = ["TARGET_FRACTION", "calibration", "calibration_sentence"]
 

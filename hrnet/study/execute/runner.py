@@ -9,41 +9,29 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import math
 import os
 import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, Dict, Iterator, List, Sequence, Tuple
 
+from hrnet.engine.progress import fmt_duration
 from hrnet.engine.run_record import LATEST, read_metrics
-from hrnet.study.executors import (CHILD_LOG, SESSIONS, Attempt, Executor, epochs_done, last_error_line,
-                                   read_sessions)
-from hrnet.study.spec import PlannedRun
+from hrnet.study.execute.executors import Attempt, Executor
+from hrnet.study.plan.runs import CHILD_LOG, epochs_done, last_error_line, run_status
+from hrnet.study.plan.spec import PlannedRun
 
-__all__ = ["ExecutionResult", "execute", "run_state", "read_sessions", "last_error_line", "fmt_duration",
-           "SESSIONS", "CHILD_LOG"]
+__all__ = ["ExecutionResult", "execute", "run_state"]
 
 
 def run_state(run: PlannedRun) -> str:
     """``finished`` (all planned epochs), ``diverged`` (not retried: it would diverge again),
-    ``partial`` (a checkpoint to resume from) or ``new``."""
-    info, _ = read_metrics(run.run_dir)
-    done = info.get("epochs_completed", -1)
-    if info.get("status") == "finished" and done >= run.end_epoch:
-        return "finished"
-    if info.get("status") == "diverged":
-        return "diverged"
+    ``partial`` (a checkpoint to resume from) or ``new``; from :func:`runs.run_status`."""
+    status, _ = run_status(run)
+    if status in ("finished", "diverged"):
+        return status
     return "partial" if os.path.isfile(os.path.join(run.run_dir, LATEST)) else "new"
-
-
-def fmt_duration(s: Optional[float]) -> str:
-    if s is None or not math.isfinite(s):
-        return "-"
-    if s < 60:
-        return f"{s:.0f} s"
-    return f"{s / 3600:.1f} h" if s >= 3600 else f"{s / 60:.1f} min"
 
 
 # ---------------------------------------------------------------------------- execution

@@ -9,8 +9,8 @@ from typing import Any, List, Mapping, Sequence
 
 import numpy as np
 
-from hrnet.study import stats
-from hrnet.study.verdict import fmt
+from hrnet.study.analyse import stats
+from hrnet.study.analyse.verdict import fmt
 
 __all__ = ["plot_curves", "plot_calibration", "plot_trend", "plot_sensitivity", "plot_lookahead", "FIGURES"]
 

@@ -8,19 +8,11 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from configs import get_defaults, load_config
-from hrnet.study.spec import SCALE_KEYS, Arm, Study
+from configs import config_value, get_defaults, load_config
+from hrnet.study.plan.spec import SCALE_KEYS, Arm, Study
 
-__all__ = ["training_iterations", "user_iterations", "scale_rows", "iteration_summary", "config_value", "arm_config",
+__all__ = ["training_iterations", "user_iterations", "scale_rows", "iteration_summary", "arm_config",
            "arm_setting"]
-
-
-def config_value(cfg, key: str) -> Any:
-    """``cfg`` at a dotted ``key`` (lists for list values)."""
-    node = cfg
-    for part in key.split("."):
-        node = node[part]
-    return list(node) if isinstance(node, (list, tuple)) else node
 
 
 def _train_images(cfg) -> Optional[int]:

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import datetime
-import json
 import os
-import re
 import shlex
 import signal
 import socket
@@ -28,50 +26,19 @@ from dataclasses import asdict, dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from configs import ConfigError
-from hrnet.engine.run_record import LATEST, find_run_files, read_metrics
+from hrnet.engine.run_record import LATEST, find_run_files
 from hrnet.runtime.checkpoint import write_json
-from hrnet.study.spec import PlannedRun
+from hrnet.study.plan.runs import CHILD_LOG, SESSIONS, epochs_done, read_sessions
+from hrnet.study.plan.spec import PlannedRun
 
-__all__ = ["Executor", "LocalExecutor", "Attempt", "Child", "ExecutorError", "make_executor", "run_command",
-           "read_sessions", "last_error_line", "epochs_done", "SESSIONS", "CHILD_LOG", "CLUSTER_INSTALL"]
+__all__ = ["Executor", "LocalExecutor", "Attempt", "Child", "ExecutorError", "run_command", "CLUSTER_INSTALL"]
 
-SESSIONS = "study_sessions.json"
-CHILD_LOG = "stdout.log"
 #: What installs the Ray executor's dependency (setup.py's ``cluster`` extra).
 CLUSTER_INSTALL = 'pip install -e ".[cluster]"'
 
 
 class ExecutorError(ConfigError):
     """An executor that cannot run the study here (Ray missing, a study folder the workers cannot see)."""
-
-
-# ---------------------------------------------------------------------------- run folders
-def read_sessions(run_dir: str) -> List[Dict[str, Any]]:
-    try:
-        with open(os.path.join(run_dir, SESSIONS), encoding="utf-8") as f:
-            data = json.load(f)
-        return data if isinstance(data, list) else []
-    except (OSError, ValueError):
-        return []
-
-
-def last_error_line(run_dir: str) -> str:
-    """The most telling line of the child's output: the last ``error``-ish line, else the last line."""
-    try:
-        with open(os.path.join(run_dir, CHILD_LOG), encoding="utf-8", errors="replace") as f:
-            lines = [ln.strip() for ln in f.read().splitlines()[-200:] if ln.strip()]
-    except OSError:
-        return ""
-    for ln in reversed(lines):
-        if re.search(r"error|exception|non-finite|Traceback", ln, re.IGNORECASE) and not ln.startswith("File "):
-            return ln[:300]
-    return lines[-1][:300] if lines else ""
-
-
-def epochs_done(run_dir: str) -> int:
-    """Epochs completed according to the run's ``metrics.json`` (0 without one)."""
-    done = read_metrics(run_dir)[0].get("epochs_completed", 0)
-    return done if isinstance(done, int) else 0
 
 
 def run_command(run: PlannedRun, train_command: Sequence[str]) -> Tuple[List[str], bool]:
@@ -247,18 +214,3 @@ class LocalExecutor(Executor):
 
     def stop(self, job: int, signum: int) -> None:
         self._busy[job].send_signal(signum)
-
-
-def make_executor(kind: str, train_command: Sequence[str], out_dir: str, slots: Sequence[Optional[str]] = (None,),
-                  threads: Optional[int] = None, **ray_options: Any) -> Executor:
-    """``local`` (``slots``, ``threads``) or ``ray`` (``ray_options``: see ``ray_executor.RayExecutor``);
-    a missing Ray names the install command."""
-    if kind == "local":
-        return LocalExecutor(train_command, slots, threads)
-    try:
-        import ray  # noqa: F401  (the optional dependency, before the module that needs it)
-    except ImportError as exc:
-        raise ExecutorError(f"--executor ray needs Ray: {CLUSTER_INSTALL} (import ray: {exc})") from exc
-    from hrnet.study.ray_executor import RayExecutor
-
-    return RayExecutor(train_command, out_dir, **ray_options)

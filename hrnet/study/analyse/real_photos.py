@@ -16,7 +16,7 @@ import numpy as np
 from configs import load_config
 from hrnet.engine.run_record import CONFIG, LATEST
 from hrnet.runtime.checkpoint import write_json
-from hrnet.study.floors import file_sha256
+from hrnet.study.analyse.floors import file_sha256
 
 __all__ = ["real_hand_sets", "evaluate_real_hands", "cache_key", "REAL_HANDS_CACHE", "EVALUATED_CHECKPOINT"]
 

@@ -30,7 +30,7 @@ data order and augmentation: the statistics pair them by seed. The plan runs by 
 arm order in the file): what matters most first, and within a priority all arms of a seed
 together, so pairs complete early and a study cut short has finished its first priorities.
 Arms that differ only in ``TRAIN.END_EPOCH`` (with ``TRAIN.LR_STEP`` at the same fractions of it)
-measure the trend with training length (``trend.py``).
+measure the trend with training length (``hrnet/study/analyse/trend.py``).
 """
 from __future__ import annotations
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, List, Mapping, Optional
 
-from hrnet.study import stats
-from hrnet.study.calibration import calibration_sentence
+from hrnet.study.analyse import stats
+from hrnet.study.analyse.calibration import calibration_sentence
 
 __all__ = ["verdict", "fmt", "fmt_p", "measured_range"]
 

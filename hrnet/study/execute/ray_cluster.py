@@ -31,8 +31,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Set
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from hrnet.study.executors import CLUSTER_INSTALL, Attempt, Child, Executor, ExecutorError
-from hrnet.study.spec import PlannedRun
+from hrnet.study.execute.executors import CLUSTER_INSTALL, Attempt, Child, Executor, ExecutorError
+from hrnet.study.plan.spec import PlannedRun
 
 __all__ = ["RayExecutor", "TrainerKilled", "node_problem", "MARKER_PREFIX"]
 

@@ -1,5 +1,5 @@
-"""Write a study's report from the dict of ``hrnet.study.analysis.analyse``: ``report.json``,
-``report.md`` (one function per section) and the figures of ``hrnet.study.figures``, into the
+"""Write a study's report from the dict of ``hrnet.study.analyse.analysis.analyse``: ``report.json``,
+``report.md`` (one function per section) and the figures of ``hrnet.study.render.figures``, into the
 study folder (beside its ``runs/``).
 
 Everything here reads the report dict only, so every number of the markdown and the figures is in
@@ -7,16 +7,16 @@ Everything here reads the report dict only, so every number of the markdown and 
 """
 from __future__ import annotations
 
-import math
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
+from hrnet.engine.progress import fmt_duration
 from hrnet.runtime.checkpoint import write_json
-from hrnet.study import stats
-from hrnet.study.calibration import calibration_sentence
-from hrnet.study.comparisons import COMPARED_METRICS
-from hrnet.study.figures import FIGURES
-from hrnet.study.verdict import fmt as _f, fmt_p, measured_range
+from hrnet.study.analyse import stats
+from hrnet.study.analyse.calibration import calibration_sentence
+from hrnet.study.analyse.comparisons import COMPARED_METRICS
+from hrnet.study.render.figures import FIGURES
+from hrnet.study.analyse.verdict import fmt as _f, fmt_p, measured_range
 
 __all__ = ["write_report", "render_markdown", "REPORT_JSON", "REPORT_MD"]
 
@@ -33,12 +33,6 @@ def _msd(s: Mapping[str, Any], spec: str = ".4f") -> str:
     if s["n"] > 1:
         text += f" +- {_f(s['std'], spec)} [{_f(s['ci_low'], spec)}, {_f(s['ci_high'], spec)}]"
     return text
-
-
-def _dur(s: Optional[float]) -> str:
-    if s is None or not math.isfinite(s):
-        return "-"
-    return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> List[str]:
@@ -140,7 +134,7 @@ def _runs(report: Mapping[str, Any]) -> List[str]:
         md += ["CPU models: " + "; ".join(f"{c} ({n} run{'s' if n != 1 else ''})" for c, n in cpus.items()) + ".", ""]
     md += _table(["run", "status", "detail", "iterations", "final NME", "wall time", "CPU", "torch threads", "device"],
                  [[r["name"], r["status"], (r["reason"] or "").replace("|", "/"), _f(r["iterations"], ",d"),
-                   _f(r["final_NME"]) if r["status"] == "finished" else "-", _dur(r["wall_time_s"])]
+                   _f(r["final_NME"]) if r["status"] == "finished" else "-", fmt_duration(r["wall_time_s"])]
                   + _machine_text(r.get("machine")) for r in runs])
     return md + [""]
 
@@ -178,7 +172,7 @@ def _per_arm(report: Mapping[str, Any]) -> List[str]:
     md += _table(["arm", BEST_LABEL] + [f"epochs to NME <= {lv:g}" for lv in levels] + ["wall time / run",
                                                                                        "start-up share"],
                  [[n, _msd(a["best_NME"])] + [_reach(a["epochs_to_reach"][f"{lv:g}"]) for lv in levels]
-                  + [_dur(a["wall_time_s"]["mean"]),
+                  + [fmt_duration(a["wall_time_s"]["mean"]),
                      f"{100 * a['overhead_fraction']['mean']:.1f}%" if a["overhead_fraction"]["n"] else "-"]
                   for n, a in arms.items()])
     return md + [""]

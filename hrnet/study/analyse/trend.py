@@ -22,8 +22,8 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from hrnet.study import stats
-from hrnet.study.comparisons import family_dicts, lookahead_pairs, per_seed
+from hrnet.study.analyse import stats
+from hrnet.study.analyse.comparisons import family_dicts, lookahead_pairs, per_seed
 
 __all__ = ["LENGTH_KEYS", "length_of", "length_variants", "trend", "GROWS", "SHRINKS", "HOLDS"]
 
