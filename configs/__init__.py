@@ -3,14 +3,15 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Collection, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 from yacs.config import CfgNode
 
 from .defaults import get_defaults
 
-__all__ = ["CfgNode", "ConfigError", "get_defaults", "load_config", "experiment_name", "config_value"]
+__all__ = ["CfgNode", "ConfigError", "get_defaults", "load_config", "experiment_name", "config_value", "flat_config",
+           "config_differences", "ABSENT"]
 
 
 class ConfigError(ValueError):
@@ -47,6 +48,40 @@ def config_value(cfg: Any, key: str, default: Any = _MISSING) -> Any:
             return default
         node = node[part]
     return list(node) if isinstance(node, (list, tuple)) else node
+
+
+def flat_config(node: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
+    """``{"A.B": value}`` of a nested config; tuples as lists (a yaml round trip makes lists)."""
+    out: Dict[str, Any] = {}
+    for k, v in node.items():
+        if isinstance(v, Mapping):
+            out.update(flat_config(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+#: How a key missing on one side of :func:`config_differences` is shown.
+ABSENT = "<absent>"
+
+
+def config_differences(old: Mapping[str, Any], new: Mapping[str, Any], free_keys: Collection[str] = ()
+                       ) -> List[Tuple[str, Any, Any]]:
+    """``(key, old value, new value)``, sorted by key, for every key outside ``free_keys`` where two
+    flat configs (:func:`flat_config`) differ. The one rule for "the same config" (a resume's and a
+    study run's): a key absent from ``old`` equals a ``new`` value that is its default, because a key
+    added to the defaults after ``old`` was written must default to the old behaviour."""
+    defaults = flat_config(get_defaults())
+    out = []
+    for k in sorted(set(old) | set(new)):
+        if k in free_keys:
+            continue
+        a, b = old.get(k, ABSENT), new.get(k, ABSENT)
+        if a == ABSENT and k in defaults and b == defaults[k]:
+            continue
+        if a != b:
+            out.append((k, a, b))
+    return out
 
 
 def _coerce_opts(opts: Sequence[str], defaults: CfgNode) -> list:

@@ -14,7 +14,8 @@ _C.PRINT_FREQ = 20  # iterations between train/loss_iter TensorBoard points
 _C.SEED = 0  # seeds python, numpy and torch; a CPU run is repeatable
 _C.DEVICE = "auto"  # auto (cuda if available) | cpu | cuda
 _C.CHANNELS_LAST = True  # NHWC memory format for the model and inputs (faster on CPU and GPU)
-_C.DETERMINISTIC = False  # torch.use_deterministic_algorithms + cudnn.deterministic (slower)
+_C.DETERMINISTIC = False  # deterministic kernels only (slower); refused on CUDA, where bilinear upsampling's backward has none
+_C.TF32 = False  # CUDA only: float32 matmuls/convolutions on TF32 tensor cores (faster, ~1e-3 relative error); no effect on CPU
 
 _C.AMP = CN()
 _C.AMP.MODE = "off"  # off (float32) | on (autocast with DTYPE) | auto (bf16 where native: CUDA, AVX512-BF16/AMX CPUs; else float32); see hrnet/runtime/device.py

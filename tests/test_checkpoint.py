@@ -171,17 +171,25 @@ def test_write_json_is_strict_and_atomic(tmp_path, monkeypatch):
 
 def test_changed_config_keys_lists_every_change_but_the_free_ones():
     from conftest import make_cfg
+    from hrnet.engine.run_record import RESUME_FREE_KEYS
 
     old = make_cfg(None, ["TRAIN.LR", "0.001", "MODEL.IMAGE_SIZE", "[128, 128]", "MODEL.HEATMAP_SIZE", "[32, 32]"])
     new = make_cfg(None, ["TRAIN.LR", "0.01", "MODEL.IMAGE_SIZE", "[128, 128]", "MODEL.HEATMAP_SIZE", "[32, 32]",
                           "TRAIN.ADAM_BETAS", "[0.8, 0.99]", "TRAIN.END_EPOCH", "99", "WORKERS", "7",
                           "OUTPUT_DIR", "elsewhere"])
-    assert ck.changed_config_keys(old.dump(), old) == []
-    changed = ck.changed_config_keys(old.dump(), new)
-    assert changed == ["TRAIN.ADAM_BETAS: [0.9, 0.999] -> [0.8, 0.99]", "TRAIN.LR: 0.001 -> 0.01"]
-    # a key the checkpoint's config does not know (an older schema) is a change too
+    assert ck.changed_config_keys(old.dump(), old, RESUME_FREE_KEYS) == []
+    changed = ck.changed_config_keys(old.dump(), new, RESUME_FREE_KEYS)
+    # WORKERS changes how batches are drawn and augmentation is seeded: not a free key
+    assert changed == ["TRAIN.ADAM_BETAS: [0.9, 0.999] -> [0.8, 0.99]", "TRAIN.LR: 0.001 -> 0.01", "WORKERS: 4 -> 7"]
+    # without a list of free keys every change counts
+    assert len(ck.changed_config_keys(old.dump(), new)) == 5
+    # a key the checkpoint's config does not know (an older schema) is a change, unless the new config
+    # leaves it at its default (a key added since must default to the old behaviour); a key gone is one
     old_yaml = old.dump().replace("  MODE: 'off'\n", "  ENABLED: false\n")
-    assert {c.split(":")[0] for c in ck.changed_config_keys(old_yaml, old)} == {"AMP.ENABLED", "AMP.MODE"}
+    assert ck.changed_config_keys(old_yaml, old) == ["AMP.ENABLED: False -> <absent>"]
+    amp_on = make_cfg(None, ["TRAIN.LR", "0.001", "MODEL.IMAGE_SIZE", "[128, 128]", "MODEL.HEATMAP_SIZE", "[32, 32]",
+                             "AMP.MODE", "on"])
+    assert ck.changed_config_keys(old_yaml, amp_on) == ["AMP.ENABLED: False -> <absent>", "AMP.MODE: <absent> -> 'on'"]
 
 
 def test_clean_stale_tmp_removes_only_hidden_tmp_files(tmp_path):
@@ -347,7 +355,8 @@ def test_training_state_holds_everything_a_resume_needs(tmp_path):
                               history=[{"NME": 0.3}], rng=[{"r": 1}], world_size=1, wall_time=5, config="SEED: 1\n")
     assert set(state) == {"format_version", "epoch", "global_step", "state_dict", "optimizer", "slow_state_dict",
                           "scheduler", "warmup", "scaler", "best_nme", "best_epoch", "history", "rng", "world_size",
-                          "wall_time", "config"}
+                          "wall_time", "config", "code_versions"}
+    assert state["code_versions"] == []
     assert (state["format_version"], state["epoch"], state["global_step"], state["best_nme"], state["best_epoch"],
             state["world_size"], state["wall_time"], state["config"]) == (1, 3, 12, 0.25, 2, 1, 5.0, "SEED: 1\n")
     assert [type(state[k]) for k in ("epoch", "global_step", "best_nme", "best_epoch", "world_size", "wall_time")] \
@@ -402,14 +411,21 @@ def test_resume_reads_back_the_training_state(tmp_path, monkeypatch):
     ck.save_checkpoint(state, path)
     seen, real_load = [], torch.load
     monkeypatch.setattr(ck.torch, "load", lambda *a, **kw: seen.append(kw["map_location"]) or real_load(*a, **kw))
-    loaded = ck.load_training_state(path, make_cfg(None, ["TRAIN.LR", "0.001", "TRAIN.END_EPOCH", "60"]))
+    from hrnet.engine.run_record import RESUME_FREE_KEYS
+
+    loaded = ck.load_training_state(path, make_cfg(None, ["TRAIN.LR", "0.001", "TRAIN.END_EPOCH", "60"]),
+                                    RESUME_FREE_KEYS)
     assert seen == ["cpu"]  # a run saved on a GPU resumes from the CPU copy
     assert loaded["epoch"] == 2 and loaded["global_step"] == 8
     with pytest.raises(ConfigError) as e:
-        ck.load_training_state(path, make_cfg(None, ["TRAIN.LR", "0.01", "SEED", "3"]))
+        ck.load_training_state(path, make_cfg(None, ["TRAIN.LR", "0.01", "SEED", "3"]), RESUME_FREE_KEYS)
     assert str(e.value) == (f"cannot resume {path} with a changed config (SEED: 0 -> 3; TRAIN.LR: 0.001 -> 0.01); "
-                            "only OUTPUT_DIR, PRINT_FREQ, TRAIN.BEGIN_EPOCH, TRAIN.END_EPOCH, TRAIN.RESUME, WORKERS "
+                            "only OUTPUT_DIR, PRINT_FREQ, TRAIN.BEGIN_EPOCH, TRAIN.END_EPOCH, TRAIN.RESUME "
                             "may change; start a new run (EXPERIMENT_NAME) to change anything else")
+    with pytest.raises(ConfigError, match=r"changed config \(WORKERS: 4 -> 0\)"):  # another batch order
+        ck.load_training_state(path, make_cfg(None, ["TRAIN.LR", "0.001", "WORKERS", "0"]), RESUME_FREE_KEYS)
+    with pytest.raises(ConfigError, match="no key may change"):
+        ck.load_training_state(path, make_cfg(None, ["TRAIN.LR", "0.001", "TRAIN.END_EPOCH", "60"]))
     for bad, message in (({"format_version": 0}, f"{path}: checkpoint format 0, expected 1"),
                          ({"format_version": None}, f"{path}: checkpoint format None, expected 1"),
                          ({"config": "  \n"}, f"{path}: the checkpoint stores no config, so a resume cannot check"),
@@ -452,6 +468,8 @@ def test_changed_config_keys_without_an_old_config_and_with_tuples():
 
     cfg = make_cfg(None)
     assert ck.changed_config_keys("", cfg) == []
-    assert ck._flat({"A": {"B": (1, 2), "C": {"D": "x"}}, "E": 3}) == {"A.B": [1, 2], "A.C.D": "x", "E": 3}
+    from configs import flat_config
+
+    assert flat_config({"A": {"B": (1, 2), "C": {"D": "x"}}, "E": 3}) == {"A.B": [1, 2], "A.C.D": "x", "E": 3}
     new_key = cfg.dump() + "EXTRA:\n  KEY: 1\n"
     assert ck.changed_config_keys(new_key, cfg) == ["EXTRA.KEY: 1 -> <absent>"]

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 
 from conftest import make_cfg
 from data import BadSampleError, build_dataset, read_coco
+from data.csv import read_csv
 from data.records import box_from_keypoints
 from data.transforms import IMAGENET_MEAN, IMAGENET_STD, get_affine_transform, transform_points
 from data.codec import decode_heatmaps
@@ -518,3 +519,385 @@ def test_csv_first_data_row_is_not_swallowed(tmp_path):
             wr.writerow([f"img{k}.png", "oops" if k == 0 else 0.8, 160, 120] + xy)
     with pytest.raises(BadSampleError, match=r"hands\.csv line 1 annotation id 0: not a number"):
         build_dataset(coco_cfg(tmp_path, str(path), fmt="csv"), is_train=False)
+
+
+# ------------------------------------------------------------------ COCO reader: what each check decides
+# (written against the mutants test_data let through, docs/mutation_testing.md)
+
+def _hand(x0=100.0, y0=80.0):
+    kp = np.ones((J, 3))
+    kp[:, 0], kp[:, 1] = x0 + np.arange(J), y0 + np.arange(J) % 5
+    return kp
+
+
+def _coco_json(tmp_path, images, anns, name="c.json"):
+    path = tmp_path / name
+    path.write_text(json.dumps({"images": images, "annotations": anns}))
+    return str(path)
+
+
+def _ann(i, image_id=1, **kw):
+    return dict({"id": i, "image_id": image_id, "bbox": [90, 70, 60, 40], "keypoints": _hand().ravel().tolist()}, **kw)
+
+
+@pytest.mark.parametrize("doc, words", [
+    ([], "a COCO-style file needs 'images' and 'annotations' lists"),
+    ({"images": []}, "needs 'images' and 'annotations' lists"),
+    ({"annotations": []}, "needs 'images' and 'annotations' lists"),
+    ({"images": [{"file_name": "a.png"}], "annotations": []}, "images[0] needs 'id' and 'file_name'"),
+    ({"images": ["a.png"], "annotations": []}, "images[0] needs 'id'"),
+    ({"images": [{"id": "7", "file_name": "a.png"}], "annotations": []}, "images[0] id must be an integer, got '7'"),
+    ({"images": [{"id": True, "file_name": "a.png"}], "annotations": []}, "images[0] id must be an integer, got True"),
+], ids=["list", "no annotations", "no images", "image without id", "image not an object", "string id", "bool id"])
+def test_coco_file_structure_errors_name_the_file(tmp_path, doc, words):
+    from data.records import AnnotationFileError
+
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(AnnotationFileError) as err:
+        read_coco(str(path), str(tmp_path))
+    assert str(err.value).startswith(f"{path}: ") and words in str(err.value)
+
+
+def test_coco_file_not_utf8_names_the_file(tmp_path):
+    from data.records import AnnotationFileError
+
+    path = tmp_path / "c.json"
+    path.write_bytes(b'{"images": [], "annotations": [], "x": "\xff\xfe"}')
+    with pytest.raises(AnnotationFileError, match=rf"^{path}: not UTF-8 text"):
+        read_coco(str(path), str(tmp_path))
+
+
+def test_coco_stated_image_size_only_when_it_is_a_positive_int(tmp_path):
+    """width / height become the record's image_size (checked against the file) only when both
+    are positive integers; otherwise the size is unknown, never a bad sample."""
+    images = [{"id": 1, "file_name": "a.png"}, {"id": 2, "file_name": "b.png", "width": 0, "height": 240},
+              {"id": 3, "file_name": "c.png", "width": True, "height": 240},
+              {"id": 4, "file_name": "d.png", "width": 320.5, "height": 240},
+              {"id": 5, "file_name": "e.png", "width": 320, "height": 240}]
+    recs = read_coco(_coco_json(tmp_path, images, [_ann(10 + i, i) for i in range(1, 6)]), str(tmp_path))
+    assert [r.image_size for r in recs] == [None, None, None, None, (320, 240)]
+    tiny = _coco_json(tmp_path, [{"id": 1, "file_name": "a.png", "width": 1, "height": 1}], [_ann(1)], "tiny.json")
+    with pytest.raises(BadSampleError, match="outside the 1x1 image"):  # a stated 1x1 size is checked
+        read_coco(tiny, str(tmp_path))
+
+
+def test_coco_image_listed_twice_with_the_same_file(tmp_path):
+    """The same id and file twice: one image, its size from whichever entry states it; a different
+    size is a conflict (bad samples)."""
+    sized = {"id": 1, "file_name": "a.png", "width": 320, "height": 240}
+    bare = {"id": 1, "file_name": "a.png"}
+    for images in ([sized, bare], [bare, sized], [sized, dict(sized)]):
+        (rec,) = read_coco(_coco_json(tmp_path, images, [_ann(1)]), str(tmp_path))
+        assert rec.image_size == (320, 240), images
+    other = dict(sized, width=640)
+    with pytest.raises(BadSampleError, match=r"image id 1 is listed twice in images\[\]"):
+        read_coco(_coco_json(tmp_path, [sized, other], [_ann(1)]), str(tmp_path))
+
+
+def test_coco_annotation_ids_and_entries(tmp_path):
+    """A missing id is the annotation's index; a string or bool id, or an entry that is not an object, is
+    a bad sample naming the file and the index / id; so is an annotation without keypoints."""
+    img = [{"id": 1, "file_name": "a.png"}]
+    no_id = {k: v for k, v in _ann(0).items() if k != "id"}
+    recs = read_coco(_coco_json(tmp_path, img, [_ann(5), no_id]), str(tmp_path))
+    assert [r.ann_id for r in recs] == [5, 1]
+    for entry, words in (([1, 2], "annotation index 0: not an object"),
+                         (_ann("5"), "annotation id 5: image_id and id must be integers"),
+                         (_ann(True), "annotation id True: image_id and id must be integers"),
+                         ({k: v for k, v in _ann(3).items() if k != "keypoints"}, "annotation id 3: no 'keypoints'")):
+        path = _coco_json(tmp_path, img, [entry])
+        with pytest.raises(BadSampleError) as err:
+            read_coco(path, str(tmp_path))
+        assert str(err.value).startswith(path) and words in str(err.value), str(err.value)
+
+
+def test_coco_wholebody_one_hand_and_a_bad_hand_beside_a_good_one(tmp_path):
+    """An annotation with only one hand's keypoints is a WholeBody sample (its body keypoints
+    ignored); in skip mode a bad left hand leaves its right hand in, and the message names the hand."""
+    img = [{"id": 1, "file_name": "a.png"}]
+    body = {"id": 4, "image_id": 1, "keypoints": [0] * 51}
+    left = dict(body, lefthand_kpts=_hand().ravel().tolist(), lefthand_box=[90, 70, 60, 40])
+    right = dict(body, id=5, righthand_kpts=_hand(60.0).ravel().tolist(), righthand_box=[50, 70, 60, 40])
+    recs = read_coco(_coco_json(tmp_path, img, [left, right]), str(tmp_path))
+    assert [r.ann_id for r in recs] == [8, 11]
+    np.testing.assert_allclose(recs[1].bbox, [50, 70, 60, 40])
+    both = dict(body, lefthand_kpts=[0.0] * 9, lefthand_box=[90, 70, 60, 40],
+                righthand_kpts=_hand(60.0).ravel().tolist(), righthand_box=[50, 70, 60, 40])
+    path = _coco_json(tmp_path, img, [both])
+    skipped = []
+    with pytest.warns(UserWarning, match=rf"^{path}: skipped 1 bad sample"):
+        recs = read_coco(path, str(tmp_path), on_bad="skip", skipped=skipped)
+    assert [r.ann_id for r in recs] == [9]
+    assert "annotation id 4 (left hand, sample id 8)" in skipped[0], skipped
+
+
+def test_coco_default_is_21_joints(tmp_path):
+    (rec,) = read_coco(_coco_json(tmp_path, [{"id": 1, "file_name": "a.png"}], [_ann(1)]), str(tmp_path))
+    assert rec.keypoints.shape == (J, 3)
+
+
+# ------------------------------------------------------------------ CSV reader: header, visibility, ids, messages
+
+def _csv_rows(tmp_path, rows, name="h.csv", prefix=b""):
+    path = tmp_path / name
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    if prefix:
+        path.write_bytes(prefix + path.read_bytes())
+    return str(path)
+
+
+def _csv_row(name="a.png", scale=1.0, cx=0.0, cy=0.0, xy=None):
+    """A hand of side 200 px centred at (cx, cy), its joints 10 px from the centre unless ``xy`` says."""
+    xy = np.tile([cx + 10.0, cy + 10.0], (J, 1)) if xy is None else np.asarray(xy, float)
+    return [name, scale, cx, cy] + xy.reshape(-1).tolist()
+
+
+def test_csv_unlabelled_is_x_and_y_both_negative(tmp_path):
+    xy = np.full((J, 2), 10.0)
+    xy[:7] = [(-1, 5), (5, -1), (0, -1), (0.5, -1), (-1, 0), (-1, 0.5), (-1, -1)]
+    (rec,) = read_csv(_csv_rows(tmp_path, [_csv_row(xy=xy)]), str(tmp_path))
+    assert rec.keypoints[:, 2].tolist() == [1, 1, 1, 1, 1, 1, 0] + [1] * (J - 7)
+    np.testing.assert_allclose(rec.bbox, [-99.5, -99.5, 200, 200])
+
+
+def test_csv_header_is_a_row_without_numbers_after_the_name(tmp_path):
+    """Only a first row of two cells or more none of whose cells after the first is a number is a header."""
+    data = _csv_row()
+    assert len(read_csv(_csv_rows(tmp_path, [["image_name", "scale"], data]), str(tmp_path))) == 1
+    for first in (["hands"], ["a.png", "0.8"] + ["x"] * (2 * J + 2)):
+        with pytest.raises(BadSampleError, match=r"h\.csv line 1 annotation id 0: "):
+            read_csv(_csv_rows(tmp_path, [first, data]), str(tmp_path))
+
+
+def test_csv_image_ids_bom_and_quoted_names(tmp_path):
+    """Image ids by first appearance of the name; a BOM is not part of the first name; a quoted name keeps its bytes."""
+    rows = [_csv_row("a.png"), _csv_row("b.png"), _csv_row("a.png"), _csv_row("c\r\nd.png")]
+    recs = read_csv(_csv_rows(tmp_path, rows, prefix=b"\xef\xbb\xbf"), str(tmp_path))
+    assert [r.image_id for r in recs] == [0, 1, 0, 2] and [r.ann_id for r in recs] == [0, 1, 2, 3]
+    assert recs[0].image_path == os.path.join(str(tmp_path), "a.png")
+    assert recs[3].image_path.endswith("c\r\nd.png")
+
+
+def test_csv_defaults_messages_and_skipped_list(tmp_path):
+    """21 joints and on_bad error by default; a wrong column count names the columns for J joints;
+    skip mode appends to the caller's list and warns naming the file; notes (a derived box) reach the warning."""
+    from data import read_csv as read
+
+    good, short = _csv_row(), _csv_row()[:-2]
+    path = _csv_rows(tmp_path, [good, short])
+    with pytest.raises(BadSampleError) as err:
+        read(path, str(tmp_path))
+    assert str(err.value) == (f"{path} line 2 annotation id 1: expected 46 columns (image_name, scale, center_w, "
+                              "center_h, x0, y0 ... x20, y20), got 44")
+    skipped = []
+    with pytest.warns(UserWarning, match=rf"^{path}: skipped 1 bad sample"):
+        assert len(read(path, str(tmp_path), on_bad="skip", skipped=skipped)) == 1
+    assert skipped == [str(err.value)]
+    far = _csv_row(xy=np.full((J, 2), 5000.0))
+    with pytest.raises(BadSampleError, match=rf"^{path} line 1 annotation id 0: labelled keypoint\(s\) far outside"):
+        read(_csv_rows(tmp_path, [far]), str(tmp_path))
+    with pytest.warns(UserWarning, match=r"derived from the labelled keypoints"):
+        spread = np.stack([np.arange(J) * 2.0, np.arange(J) % 4 * 3.0], axis=1)
+        (rec,) = read(_csv_rows(tmp_path, [_csv_row(scale=0.0, xy=spread)]), str(tmp_path))
+    np.testing.assert_allclose(rec.bbox, [0, 0, 41, 10])
+
+
+def test_csv_not_utf8_names_the_file(tmp_path):
+    from data.records import AnnotationFileError
+
+    path = tmp_path / "h.csv"
+    path.write_bytes(b"a.png,1,\xff\xfe\n")
+    with pytest.raises(AnnotationFileError, match=rf"^{path}: not a readable UTF-8 CSV file"):
+        read_csv(str(path), str(tmp_path))
+
+
+# ------------------------------------------------------------------ the dataset: what each setting decides
+
+def _solid(folder, n=3, size=(320, 240), bgr=(0, 0, 255), ext="png"):
+    """``write_set`` with every image painted one colour (keypoints and boxes unchanged)."""
+    ann_file, data = write_set(folder, n=n, size=size, ext=ext)
+    for im in data["images"]:
+        cv2.imwrite(os.path.join(folder, im["file_name"]), np.full((size[1], size[0], 3), bgr, np.uint8))
+    return ann_file, data
+
+
+def test_dataset_image_is_rgb_normalised_and_meta_types(tmp_path):
+    """A red picture gives a high R channel (channel 0) after ImageNet normalisation; meta types as documented."""
+    _solid(tmp_path)
+    item = build_dataset(coco_cfg(tmp_path, "ann.json"), is_train=False)[0]
+    means = item["image"].mean(dim=(1, 2)).numpy()
+    np.testing.assert_allclose(means, [(1 - IMAGENET_MEAN[0]) / IMAGENET_STD[0], -IMAGENET_MEAN[1] / IMAGENET_STD[1],
+                                       -IMAGENET_MEAN[2] / IMAGENET_STD[2]], atol=1e-3)
+    meta = item["meta"]
+    assert meta["joints"].dtype == np.float32 and meta["bbox"].dtype == np.float32
+    assert meta["scale"].dtype == np.float64 and meta["hm_to_img"].dtype == np.float64
+
+
+def test_dataset_crop_follows_the_input_aspect_and_the_padding(tmp_path):
+    """A 48 x 64 input: the crop box keeps that aspect around the padded hand box."""
+    write_set(tmp_path, n=2)  # boxes 160 x 120
+    ds = build_dataset(coco_cfg(tmp_path, "ann.json", "MODEL.IMAGE_SIZE", "[48, 64]", "MODEL.HEATMAP_SIZE", "[12, 16]",
+                                "DATASET.BBOX_PADDING", "1.5"), is_train=False)
+    item = ds[0]
+    assert item["image"].shape == (3, 64, 48) and item["target"].shape == (J, 16, 12)
+    np.testing.assert_allclose(item["meta"]["scale"], [1.5 * 160, 1.5 * 160 * 64 / 48])
+
+
+def test_training_flip_only_when_flip_is_on(tmp_path):
+    write_set(tmp_path, n=2)
+    for flip in ("True", "False"):
+        ds = build_dataset(coco_cfg(tmp_path, "ann.json", "DATASET.FLIP", flip, "DATASET.FLIP_PROB", "1.0"),
+                           is_train=True)
+        assert [ds[i]["meta"]["flip"] for i in range(2)] == [flip == "True"] * 2
+
+
+def test_training_photometric_augmentation_on_the_bgr_crop(tmp_path):
+    """Training crops get the photometric augmentation, drawn from the process's generator and applied
+    to the BGR crop (hue shifts show a channel mix-up); with COLOR_AUG off the training crop is the test crop."""
+    import random
+
+    from data.transforms import Normalize, build_photometric_aug, get_affine_transform, warp_crop
+
+    write_set(tmp_path, n=2)
+    img = cv2.imread(str(tmp_path / "img0.png"))
+    img[..., 0] = 40  # a colour: hue and saturation change it
+    cv2.imwrite(str(tmp_path / "img0.png"), img)
+    still = ["DATASET.SCALE_FACTOR", "0", "DATASET.ROT_PROB", "0", "DATASET.FLIP", "False"]
+    color = ["DATASET.COLOR_PROB", "1.0", "DATASET.HUE", "40", "DATASET.SATURATION", "40", "DATASET.BLUR_PROB", "0",
+             "DATASET.NOISE_PROB", "0"]
+    test = build_dataset(coco_cfg(tmp_path, "ann.json", *still), is_train=False)[0]
+    plain = build_dataset(coco_cfg(tmp_path, "ann.json", *still, "DATASET.COLOR_AUG", "False"), is_train=True)[0]
+    assert torch.equal(plain["image"], test["image"])
+    cfg = coco_cfg(tmp_path, "ann.json", *still, *color)
+    ds = build_dataset(cfg, is_train=True)
+    torch.manual_seed(3)
+    got = ds[0]
+    torch.testing.assert_close(got["target"], test["target"])
+    _, photometric, py = np.random.SeedSequence(3).spawn(3)
+    aug = build_photometric_aug(cfg)
+    aug.set_random_state(np.random.default_rng(photometric), random.Random(int(py.generate_state(1)[0])))
+    mat = get_affine_transform(got["meta"]["center"], got["meta"]["scale"], 0.0, (256, 256))
+    crop = cv2.cvtColor(warp_crop(img, mat, (256, 256)), cv2.COLOR_BGRA2BGR)
+    effects = aug.draw()
+    assert effects
+    expected = Normalize()(aug.apply(crop, effects, bgr=True), bgr=True)
+    assert torch.equal(got["image"], torch.from_numpy(expected))
+    assert not torch.equal(got["image"], test["image"])
+
+
+def test_reduced_decode_reads_only_jpegs_at_a_reduced_size(tmp_path, monkeypatch):
+    """The flag passed to cv2.imread: reduced for a large JPEG with REDUCED_DECODE on, full otherwise
+    (a PNG, or the option off)."""
+    import data.dataset as dataset_module
+
+    flags = []
+    imread = cv2.imread
+    monkeypatch.setattr(dataset_module.cv2, "imread", lambda path, flag: flags.append(flag) or imread(path, flag))
+    write_set(tmp_path / "jpg", n=1, size=(1600, 1200), box=(300, 200, 900, 800), radius=16.0, ext="jpg")
+    write_set(tmp_path / "png", n=1, size=(1600, 1200), box=(300, 200, 900, 800), radius=16.0)
+    cases = (("jpg", "True", True), ("jpg", "False", False), ("png", "True", False))
+    for folder, reduced, expect_reduced in cases:
+        ds = build_dataset(coco_cfg(tmp_path / folder, "ann.json", "DATASET.REDUCED_DECODE", reduced), is_train=False)
+        flags.clear()
+        ds[0]
+        assert len(flags) == 1 and (flags[0] != cv2.IMREAD_COLOR) == expect_reduced, (folder, reduced, flags)
+
+
+def test_dataset_records_indexing_and_sources(tmp_path):
+    """record(i) is the annotation; indices -n .. n-1 are valid; messages name the annotation file."""
+    from data.dataset import HandKeypointDataset
+
+    ann_file, data = write_set(tmp_path, n=3)
+    ds = build_dataset(coco_cfg(tmp_path, "ann.json"), is_train=False)
+    assert ds.source == ann_file
+    rec = ds.record(1)
+    assert (rec.image_id, rec.ann_id) == (101, 501)
+    np.testing.assert_allclose(rec.keypoints, np.reshape(data["annotations"][1]["keypoints"], (J, 3)))
+    assert ds[-3]["meta"]["ann_id"] == 500
+    for bad in (3, -4):
+        with pytest.raises(IndexError, match=rf"^sample index {bad} out of range for 3 samples$"):
+            ds[bad]
+    with pytest.raises(ValueError, match="^dataset: no usable samples$"):
+        HandKeypointDataset([], coco_cfg(tmp_path, "ann.json"), False)
+    with pytest.raises(ValueError, match=r"^src: records have keypoints \(21, 3\), MODEL.NUM_JOINTS is 3$"):
+        HandKeypointDataset([rec], coco_cfg(tmp_path, "ann.json", "MODEL.NUM_JOINTS", "3"), False, source="src")
+
+
+def test_dataset_opencv_threads_and_pickling(tmp_path):
+    """One OpenCV thread in the building process and in a process that unpickles the dataset (spawn workers)."""
+    import pickle
+
+    write_set(tmp_path, n=2)
+    ds = build_dataset(coco_cfg(tmp_path, "ann.json"), is_train=False)
+    assert cv2.getNumThreads() == 1
+    cv2.setNumThreads(3)
+    copy = pickle.loads(pickle.dumps(ds))
+    assert cv2.getNumThreads() == 1 and copy.source == ds.source
+    assert torch.equal(copy[1]["image"], ds[1]["image"])
+
+
+def test_dataset_read_errors_and_consecutive_failures(tmp_path, monkeypatch):
+    import data.dataset as dataset_module
+
+    write_set(tmp_path, n=3)
+    ds = build_dataset(coco_cfg(tmp_path, "ann.json", "DATASET.ON_BAD_SAMPLE", "skip"), is_train=True)
+
+    def broken(path, flag):
+        raise cv2.error("boom")
+
+    monkeypatch.setattr(dataset_module.cv2, "imread", broken)
+    with pytest.warns(UserWarning, match=r"img0\.png: cannot read or decode the image \(boom\) \(annotation id 500"):
+        with pytest.raises(BadSampleError, match=rf"^{ds.source}: 10 consecutive samples from index 0 could not be "
+                                                 "loaded$"):
+            ds[0]
+
+
+def test_check_images_defaults_and_the_image_check(tmp_path):
+    """check_images keeps every record by default (limit 0) without a full decode, and checks the
+    keypoints against the image size read from the file when the annotation file states none."""
+    from data.dataset import check_images
+
+    ann_file, data = write_set(tmp_path, n=3)
+    for im in data["images"]:
+        del im["width"], im["height"]
+    data["annotations"][2]["keypoints"][:2] = [1000.0, 100.0]  # far right of the 320 px image
+    del data["annotations"][2]["bbox"]
+    rewrite(ann_file, data)
+    recs = read_coco(ann_file, str(tmp_path), J)
+    png = bytearray(open(tmp_path / "img1.png", "rb").read())
+    i = png.index(b"IDAT")
+    png[i + 4:i + 12] = b"\x55" * 8  # damaged pixel data: only a full decode finds it
+    (tmp_path / "img1.png").write_bytes(bytes(png))
+    skipped = []
+    with pytest.warns(UserWarning, match=rf"^src: skipped 1 bad sample"):
+        kept = check_images(recs, "skip", "src", skipped=skipped)
+    assert [r.ann_id for r in kept] == [500, 501]
+    assert "img2.png: labelled keypoint(s) far outside the 320x240 image" in skipped[0] and "in src)" in skipped[0]
+
+
+def test_build_dataset_messages(tmp_path, monkeypatch):
+    import sys
+
+    ann_file, data = write_set(tmp_path, n=2)
+    cfg = coco_cfg(tmp_path, "ann.json")
+    cfg.defrost()
+    cfg.DATASET.FORMAT = "yaml"
+    with pytest.raises(ValueError, match=r"^DATASET.FORMAT must be synthetic\|coco\|csv, got 'yaml'$"):
+        build_dataset(cfg, is_train=False)
+    rewrite(ann_file, dict(data, annotations=[]))
+    with pytest.raises(BadSampleError, match=rf"^{ann_file}: no usable samples$"):
+        build_dataset(coco_cfg(tmp_path, "ann.json"), is_train=False)
+    for im in data["images"]:
+        os.remove(tmp_path / im["file_name"])
+    rewrite(ann_file, data)
+    with pytest.warns(UserWarning, match="skipped 2 bad sample"):
+        with pytest.raises(BadSampleError, match=rf"^{ann_file}: no usable samples \(2 skipped, "
+                                                 r"DATASET.ON_BAD_SAMPLE skip\)$"):
+            build_dataset(coco_cfg(tmp_path, "ann.json", "DATASET.ON_BAD_SAMPLE", "skip"), is_train=False)
+    monkeypatch.setitem(sys.modules, "data.synthetic", None)
+    with pytest.raises(ImportError, match=r"^DATASET.FORMAT synthetic needs data.synthetic.ensure_dataset \(the "
+                                          r"synthetic hand renderer\), which could not be imported; use DATASET.FORMAT "
+                                          r"coco\|csv for a real dataset \("):
+        build_dataset(coco_cfg(tmp_path, "ann.json", fmt="synthetic"), is_train=False)

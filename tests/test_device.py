@@ -106,33 +106,103 @@ def test_select_device(cuda_count):
 
 @pytest.fixture
 def backends(monkeypatch):
-    """Record ``torch.use_deterministic_algorithms``; restore cudnn's flags and the environment afterwards."""
+    """Record ``torch.use_deterministic_algorithms``; restore cudnn's and the TF32 flags and the environment."""
     calls = []
     monkeypatch.setattr(torch, "use_deterministic_algorithms", lambda *a, **k: calls.append((a, k)))
-    for flag in ("deterministic", "benchmark"):
+    for flag in ("deterministic", "benchmark", "allow_tf32"):
         monkeypatch.setattr(torch.backends.cudnn, flag, getattr(torch.backends.cudnn, flag))
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", torch.backends.cuda.matmul.allow_tf32)
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
     return calls
 
 
 def test_deterministic_backends(backends, monkeypatch):
     torch.backends.cudnn.benchmark = True
-    dev.configure_backends(deterministic=True, cudnn_benchmark=True)  # DETERMINISTIC wins over the autotuner
-    assert backends == [((True,), {"warn_only": True})]
+    got = dev.configure_backends(deterministic=True, cudnn_benchmark=True)  # DETERMINISTIC wins over the autotuner
+    # warn_only=False: an op without a deterministic kernel raises instead of silently varying
+    assert backends == [((True,), {"warn_only": False})]
     assert torch.backends.cudnn.deterministic is True and torch.backends.cudnn.benchmark is False
+    assert got == {"deterministic": True, "tf32": False, "cudnn_benchmark": False}
     assert dev.os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
     monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")  # the user's own setting stays
     dev.configure_backends(deterministic=True, cudnn_benchmark=False)
     assert dev.os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
+    backends.clear()
+    dev.configure_backends(deterministic=False, cudnn_benchmark=False)  # an earlier run's setting is undone
+    assert backends == [((False,), {"warn_only": False})] and torch.backends.cudnn.deterministic is False
 
 
 def test_benchmark_backends(backends):
     torch.backends.cudnn.deterministic = False
-    dev.configure_backends(deterministic=False, cudnn_benchmark=1)
+    got = dev.configure_backends(deterministic=False, cudnn_benchmark=1, device=CUDA)
     assert torch.backends.cudnn.benchmark is True and torch.backends.cudnn.deterministic is False
-    assert backends == [] and "CUBLAS_WORKSPACE_CONFIG" not in dev.os.environ
+    assert got == {"deterministic": False, "tf32": False, "cudnn_benchmark": True}
+    assert "CUBLAS_WORKSPACE_CONFIG" not in dev.os.environ
     dev.configure_backends(deterministic=False, cudnn_benchmark=0)
     assert torch.backends.cudnn.benchmark is False
+
+
+def test_tf32_only_where_asked_and_only_on_cuda(backends):
+    """TF32 False (the default) keeps CUDA float32 exact, also cuDNN's convolutions (torch's own default
+    lets them use TF32); on a CPU the flag changes nothing and is recorded as off."""
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    assert dev.configure_backends(False, True, tf32=False, device=CUDA)["tf32"] is False
+    assert torch.backends.cudnn.allow_tf32 is False and torch.backends.cuda.matmul.allow_tf32 is False
+    assert dev.configure_backends(False, True, tf32=True, device=CUDA)["tf32"] is True
+    assert torch.backends.cudnn.allow_tf32 is True and torch.backends.cuda.matmul.allow_tf32 is True
+    assert dev.configure_backends(False, True, tf32=True, device=CPU) == {
+        "deterministic": False, "tf32": False, "cudnn_benchmark": False}
+    assert torch.backends.cudnn.allow_tf32 is False and torch.backends.cuda.matmul.allow_tf32 is False
+
+
+def test_configure_backends_from_cfg_and_old_configs(backends):
+    """The committed study configs predate TF32: they load with TF32 False, the old CPU numerics."""
+    import glob
+
+    from conftest import ROOT, make_cfg
+
+    old = sorted(glob.glob(f"{ROOT}/docs/*/runs/*/config.yaml"))[:1]
+    for path in old:
+        assert "TF32" not in open(path).read() and make_cfg(path).TF32 is False
+    cfg = make_cfg(None, ["TF32", "True", "CUDNN.BENCHMARK", "False"])
+    assert dev.configure_backends_from_cfg(cfg, CUDA) == {"deterministic": False, "tf32": True,
+                                                          "cudnn_benchmark": False}
+    assert dev.configure_backends_from_cfg(make_cfg(None), CPU)["tf32"] is False
+
+
+def test_deterministic_refused_where_bilinear_backward_is_not(backends, monkeypatch):
+    """The model upsamples bilinearly; CUDA has no deterministic backward for it: DETERMINISTIC True
+    there is refused in one line naming the key, not run with nondeterministic kernels."""
+    assert dev._bilinear_backward_is_deterministic(CPU)  # the real probe, on this machine's CPU
+    monkeypatch.setattr(dev, "_bilinear_backward_is_deterministic", lambda device: device.type != "cuda")
+    with pytest.raises(dev.DeviceError, match=r"^DETERMINISTIC True: .*no deterministic backward kernel on cuda"
+                                              r".*set DETERMINISTIC False") as err:
+        dev.configure_backends(deterministic=True, cudnn_benchmark=True, device=CUDA)
+    assert "\n" not in str(err.value)
+    assert backends[-1] == ((False,), {})  # nothing left switched on
+    assert dev.configure_backends(True, True, device=CPU)["deterministic"] is True
+
+
+def test_benchmark_train_step_runs_in_the_trainings_backend_settings(backends):
+    """``benchmark train-step`` sets the backends as the trainer does (cuDNN autotuner, TF32) and says which."""
+    import os
+
+    from conftest import ROOT, make_cfg
+    from hrnet.benchmark import Options
+    from hrnet.benchmark.train_step import bench_train_step
+
+    torch.backends.cudnn.benchmark = False
+    threads = torch.get_num_threads()
+    cfg = make_cfg(os.path.join(ROOT, "experiments", "hand_lookahead_adam.yaml"),
+                   ["MODEL.NAME", "hrnet_w18_small", "MODEL.IMAGE_SIZE", "[64, 64]", "MODEL.HEATMAP_SIZE", "[16, 16]",
+                    "TRAIN.BATCH_SIZE_PER_GPU", "2", "DEVICE", "cpu", "CUDNN.BENCHMARK", "True"])
+    try:
+        result = bench_train_step(cfg, Options(steps=1, warmup=0, threads=1))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.backends.cudnn.benchmark is True  # what the trainer would have set for this config
+    assert result["backends"] == {"deterministic": False, "tf32": False, "cudnn_benchmark": False}  # on a CPU
+    assert result["optimizer"] == "Lookahead"
 
 
 # ---------------------------------------------------------------------------- the policy and its reasons

@@ -383,3 +383,119 @@ def test_load_run(tmp_path, monkeypatch):
     r = run_reader.load_run(str(run))
     assert r.problems == ["unreadable event files (truncated record)"] and r.curves == {}
     assert "_event_span" not in r.info and r.status == "missing"
+
+
+# ---------------------------------------------------------------------------- records a trainer writes (tiny runs)
+TINY = ["MODEL.NAME", "hrnet_w18_small", "MODEL.IMAGE_SIZE", "[64, 64]", "MODEL.HEATMAP_SIZE", "[16, 16]",
+        "MODEL.SIGMA", "1.0", "DATASET.FORMAT", "coco", "DATASET.TRAINSET", "test_freihand.json",
+        "DATASET.TESTSET", "test_freihand.json", "TRAIN.BATCH_SIZE_PER_GPU", "4", "TEST.BATCH_SIZE_PER_GPU", "4",
+        "WORKERS", "0", "TEST.VIS_IMAGES", "0"]
+
+
+def _tiny(real_hands, out, *opts):
+    from conftest import ROOT
+
+    return make_cfg(os.path.join(ROOT, "experiments", "hand_lookahead_adam.yaml"),
+                    TINY + ["DATASET.ROOT", os.path.join(real_hands, "freihand"), "OUTPUT_DIR", str(out)]
+                    + [str(o) for o in opts])
+
+
+def test_metrics_name_the_code_version_and_a_changed_resume_adds_one(real_hands, tmp_path, monkeypatch):
+    from hrnet.engine import trainer as trainer_mod
+    from hrnet.runtime.provenance import code_version
+
+    here = code_version()
+    result = trainer_mod.Trainer(_tiny(real_hands, tmp_path, "TRAIN.END_EPOCH", 1)).fit()
+    run = tmp_path / "hand_lookahead_adam"
+    metrics = json.loads((run / rr.METRICS).read_text())
+    assert metrics["code_version"] == here == result["code_version"]
+    assert set(here) == {"git_commit", "git_dirty", "source_sha256"} and len(here["source_sha256"]) == 64
+    assert metrics["code_versions"] == [{"code_version": here, "from_epoch": 0}]
+    # A resume by the same code adds nothing; one by changed sources adds an entry and says so.
+    trainer_mod.Trainer(_tiny(real_hands, tmp_path, "TRAIN.END_EPOCH", 2), resume=True).fit()
+    assert json.loads((run / rr.METRICS).read_text())["code_versions"] == [{"code_version": here, "from_epoch": 0}]
+    other = dict(here, source_sha256="0" * 64)
+    monkeypatch.setattr(trainer_mod, "code_version", lambda: other)
+    trainer_mod.Trainer(_tiny(real_hands, tmp_path, "TRAIN.END_EPOCH", 3), resume=True).fit()
+    metrics = json.loads((run / rr.METRICS).read_text())
+    assert metrics["code_version"] == other
+    assert metrics["code_versions"] == [{"code_version": here, "from_epoch": 0},
+                                        {"code_version": other, "from_epoch": 2}]
+    log = (run / rr.LOG).read_text()
+    assert log.count("the training code changed since the run's previous session") == 1
+    assert "sources 00000000" in log
+
+
+def test_a_kill_between_the_two_checkpoints_leaves_a_best_file_the_history_describes(real_hands, tmp_path,
+                                                                                      monkeypatch):
+    """The second checkpoint write of epoch 1 fails (as a kill there would stop it): model_best.pth is
+    one the checkpoint's history describes, and the resume writes the best file of epoch 1."""
+    from hrnet.engine import trainer as trainer_mod
+    from hrnet.engine import validation
+    from hrnet.runtime.checkpoint import load_checkpoint, save_checkpoint
+
+    calls = []
+
+    def failing_second_write_of_epoch_1(obj, path):
+        calls.append(os.path.basename(str(path)))
+        if len(calls) == 4:  # epoch 0: 2 writes; epoch 1: the second of its two
+            raise OSError(28, "No space left on device", str(path))
+        save_checkpoint(obj, path)
+
+    monkeypatch.setattr(trainer_mod, "save_checkpoint", failing_second_write_of_epoch_1)
+    monkeypatch.setattr(validation, "save_checkpoint", failing_second_write_of_epoch_1)
+    cfg = _tiny(real_hands, tmp_path, "TRAIN.END_EPOCH", 2, "TRAIN.LR", 1e-3)
+    with pytest.raises(OSError, match="No space left"):
+        trainer_mod.Trainer(cfg).fit()
+    run = tmp_path / "hand_lookahead_adam"
+    latest, best = load_checkpoint(run / rr.LATEST), load_checkpoint(run / rr.BEST)
+    described = {h["epoch"]: h["NME"] for h in latest["history"]}
+    assert best["epoch"] in described and best["NME"] == described[best["epoch"]]
+    assert calls == [rr.LATEST, rr.BEST, rr.LATEST, rr.BEST] and latest["epoch"] == 1  # latest first, then best
+    assert latest["best_epoch"] == 1 != best["epoch"]  # epoch 1 was better; its file was not written
+    monkeypatch.undo()
+    trainer_mod.Trainer(cfg, resume=True).fit()
+    metrics = json.loads((run / rr.METRICS).read_text())
+    best = load_checkpoint(run / rr.BEST)
+    assert metrics["status"] == "finished" and best["epoch"] == metrics["best_epoch"]
+    assert best["NME"] == metrics["best_NME"] == metrics["history"][best["epoch"]]["NME"]
+
+
+def test_config_yaml_names_output_dir_relative_to_the_project(monkeypatch, tmp_path):
+    from hrnet.runtime import provenance
+
+    monkeypatch.setattr(provenance, "PROJECT_ROOT", str(tmp_path))
+    inside = make_cfg(None, ["OUTPUT_DIR", str(tmp_path / "docs" / "study_cpu" / "runs")])
+    assert "OUTPUT_DIR: docs/study_cpu/runs\n" in rr.config_text(inside)
+    assert inside.OUTPUT_DIR == str(tmp_path / "docs" / "study_cpu" / "runs")  # the config itself unchanged
+    outside = make_cfg(None, ["OUTPUT_DIR", "/data/runs"])
+    assert rr.config_text(outside) == outside.dump()  # a folder outside the project stays absolute
+    assert provenance.project_relative(str(tmp_path)) == "."
+    assert provenance.project_relative(str(tmp_path) + "x/y") == str(tmp_path) + "x/y"  # a sibling is outside
+
+
+def test_code_version_hashes_the_sources_without_git(tmp_path):
+    from hrnet.runtime.provenance import code_version, code_versions_after, same_code
+
+    for folder in ("hrnet", "tools", "data/__pycache__"):
+        os.makedirs(tmp_path / folder)
+    (tmp_path / "hrnet" / "a.py").write_text("x = 1\n")
+    (tmp_path / "tools" / "t.py").write_text("y = 2\n")
+    (tmp_path / "data" / "__pycache__" / "c.py").write_text("cached")
+    (tmp_path / "README.md").write_text("not code")
+    first = code_version(str(tmp_path))
+    assert first["git_commit"] is None and first["git_dirty"] is None  # no repository here
+    (tmp_path / "README.md").write_text("still not code")
+    (tmp_path / "data" / "__pycache__" / "c.py").write_text("other")
+    assert code_version(str(tmp_path)) == first
+    (tmp_path / "hrnet" / "a.py").write_text("x = 2\n")
+    second = code_version(str(tmp_path))
+    assert not same_code(first, second)
+    os.rename(tmp_path / "hrnet" / "a.py", tmp_path / "hrnet" / "b.py")  # names count, not only contents
+    assert code_version(str(tmp_path))["source_sha256"] != second["source_sha256"]
+    lines = []
+    versions = code_versions_after([], first, 0, log=lambda *a: lines.append(a[0] % a[1:]))
+    assert code_versions_after(versions, dict(first), 3, log=lines.append) == versions and not lines
+    assert code_versions_after(versions, second, 3, log=lambda *a: lines.append(a[0] % a[1:])) == \
+        versions + [{"code_version": second, "from_epoch": 3}]
+    assert len(lines) == 1 and "no git commit" in lines[0]

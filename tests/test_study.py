@@ -209,6 +209,87 @@ def test_failed_arm_is_reported_not_fatal(smoke, tmp_path, data_root):
     assert "| broken_seed0 | failed |" in open(os.path.join(out, "report.md")).read()
 
 
+def test_session_records_name_the_code_threads_and_outcome(smoke):
+    from hrnet.runtime.provenance import code_version
+
+    sessions = json.load(open(os.path.join(smoke["out"], "runs", "adam_seed0", "study_sessions.json")))
+    here = code_version()
+    assert [s["code_version"] for s in sessions] == [here, here]
+    assert [s["outcome"] for s in sessions] == ["interrupted", "finished"]
+    assert {s["threads"] for s in sessions} == {1}  # the smoke study's DEVICE is cpu: threads 1
+    # The interpreter by its name, paths inside the project relative to it (the study folder is outside).
+    command = sessions[1]["command"]
+    assert command.startswith("python tools/train.py --cfg experiments/hand_adam.yaml --resume "), command
+    assert f"OUTPUT_DIR {smoke['out']}/runs " in command  # outside the project: stays absolute
+
+
+# ---------------------------------------------------------------------------- a dead driver leaves no trainer
+SMALL = ("DATASET.SYNTHETIC.NUM_TRAIN", "32", "DATASET.SYNTHETIC.NUM_TEST", "16", "TRAIN.END_EPOCH", "4",
+         "TRAIN.LR_STEP", "[3]")
+
+
+def _trainers(out: str) -> list:
+    """PIDs of the tools/train.py processes training into the study folder ``out``."""
+    train, found = os.path.join(ROOT, "tools", "train.py"), []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            args = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if train in args and any(a.startswith(out) for a in args):
+            found.append(int(pid))
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the trainers through /proc")
+@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGKILL])
+def test_a_study_driver_that_dies_leaves_no_trainer(tmp_path, signum):
+    """A closed terminal (SIGHUP) or a SIGKILL of the study: its trainer stops too (SIGHUP: the driver
+    forwards a stop; SIGKILL: the kernel's parent-death signal), instead of training on unwatched."""
+    out = str(tmp_path / "smoke")
+    cmd = [sys.executable, STUDY, SMOKE, "--out", out, "--no-real-hands", "DATASET.ROOT",
+           str(tmp_path / "hands"), *SMALL]
+    driver = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              start_new_session=True)  # the signal reaches the driver alone, as from outside
+    metrics = os.path.join(out, "runs", "adam_seed0", "metrics.json")
+    deadline = time.time() + 240
+    while not (os.path.exists(metrics) and _trainers(out)) and driver.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    trainers = _trainers(out)
+    assert trainers and driver.poll() is None, driver.communicate()[0]
+    os.kill(driver.pid, signum)
+    output, _ = driver.communicate(timeout=120)
+    deadline = time.time() + 60
+    while _trainers(out) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not _trainers(out), output
+    info = json.load(open(metrics))
+    assert info["status"] == "interrupted" and info["epochs_completed"] < 4  # stopped, at a checkpoint
+    if signum == signal.SIGHUP:
+        assert "stopped by SIGHUP" in output
+        sessions = json.load(open(os.path.join(out, "runs", "adam_seed0", "study_sessions.json")))
+        assert [s["outcome"] for s in sessions] == ["interrupted"]
+
+
+def test_report_md_is_written_atomically(tmp_path, monkeypatch):
+    from hrnet.runtime import checkpoint
+    from hrnet.study.render import report
+
+    (tmp_path / "report.md").write_text("the previous report\n")
+    monkeypatch.setattr(report, "FIGURES", [])
+    monkeypatch.setattr(report, "render_markdown", lambda rep, figures: "the new report\n")
+    monkeypatch.setattr(report, "write_json", lambda obj, path: None)
+
+    def full_disk(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.os, "fsync", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        report.write_report({}, str(tmp_path))
+    assert sorted(os.listdir(tmp_path)) == ["report.md"]
+    assert (tmp_path / "report.md").read_text() == "the previous report\n"  # never half written
+
+
 # ---------------------------------------------------------------------------- the study file (no training)
 def _write(tmp_path, text: str) -> str:
     p = tmp_path / "s.yaml"
@@ -246,6 +327,40 @@ def test_bad_study_files_name_the_key(tmp_path, text, words):
         load_study(_write(tmp_path, text))
     assert all(w in str(exc.value) for w in words), str(exc.value)
     assert "s.yaml" in str(exc.value)
+
+
+def test_threads_belong_to_the_study(tmp_path, monkeypatch):
+    """``threads`` (each run's OMP_NUM_THREADS) defaults to 1 for a CPU study and applies whatever the
+    executor and --jobs; without it, --jobs splits the CPUs this process may use."""
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import study as study_tool
+    from hrnet.study.plan.spec import StudyError, load_study
+
+    cpu = load_study(_write(tmp_path, "overrides: {DEVICE: cpu}\narms:\n  - {name: a, config: CFG}\n"))
+    auto = load_study(_write(tmp_path, "arms:\n  - {name: a, config: CFG}\n"))
+    four = load_study(_write(tmp_path, "threads: 4\narms:\n  - {name: a, config: CFG}\n"))
+    assert (cpu.threads, auto.threads, four.threads) == (1, None, 4)
+    assert load_study(SMOKE).threads == 1
+    with pytest.raises(StudyError, match="threads must be an integer >= 1"):
+        load_study(_write(tmp_path, "threads: 0\narms:\n  - {name: a, config: CFG}\n"))
+
+    def executor(study, *options):
+        parser_args = study_tool.argparse.Namespace(
+            launcher=sys.executable, executor="local", ray_address=None, gpus_per_run=None, cpus_per_run=None,
+            devices=None, jobs=None)
+        for k, v in zip(options[::2], options[1::2]):
+            setattr(parser_args, k, v)
+        return study_tool._executor(parser_args, str(tmp_path / "out"), study)
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5}, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    assert [executor(cpu).threads, executor(cpu, "jobs", 2).threads, executor(four, "jobs", 3).threads] == [1, 1, 4]
+    assert [executor(auto).threads, executor(auto, "jobs", 2).threads, executor(auto, "jobs", 4).threads] == \
+        [None, 3, 1]  # the CPUs this process may use (6), not the machine's (64)
+    ray = executor(cpu, "executor", "ray")
+    assert (ray.cpus, ray.threads) == (1.0, 1)
+    ray = executor(four, "executor", "ray", "cpus_per_run", 2.0)
+    assert (ray.cpus, ray.threads) == (2.0, 4)  # the study's threads, whatever the share of the node
 
 
 def test_cli_bad_study_is_one_line(tmp_path):

@@ -284,7 +284,10 @@ def test_report_tables_label_their_columns(tmp_path):
     c = rep["comparisons"]["la"]["final_NME"]
     comp = _table(md.split("**final NME**")[1], "Holm p")["la"]
     assert (comp["p"], comp["Holm p"]) == (f"{c['p_value']:.3f}", f"{c['p_adjusted']:.3f}") != ("0.000", "0.000")
-    assert c["p_adjusted"] > c["p_value"]
+    # Families fixed by the plan: la is the only user arm (no overrides) besides the reference, a family
+    # of one (p_adjusted = p); the grid's arms are the other family, of 4.
+    assert c["p_adjusted"] == c["p_value"] and c["family_size"] == 1
+    assert rep["comparisons"]["la_k10"]["final_NME"]["family_size"] == 4
     assert comp["mean diff"] == f"{c['mean_diff']:+.4f}" and comp["verdict"] == c["verdict"]
     pair = _table(md, "pair")["la - adam"]
     assert (pair["LR"], pair["verdict"]) == ("0.0001", rep["same_lr"]["pairs"][0]["comparison"]["verdict"])
@@ -975,7 +978,7 @@ def _trend_arms_and_runs():
 def test_trend_lines_by_hand():
     from scipy.stats import ttest_rel
 
-    from hrnet.study.analyse.trend import HOLDS, SHRINKS, trend
+    from hrnet.study.analyse.trend import FEWER_LEARNED, SHRINKS, trend
 
     arms, by_arm = _trend_arms_and_runs()
     got = trend(by_arm, arms, "adam", 250)
@@ -992,7 +995,8 @@ def test_trend_lines_by_hand():
     assert (c["gap_shortest"], c["gap_longest"]) == (pytest.approx(0.0205), pytest.approx(0.0055))
     assert c["p_value"] == pytest.approx(ttest_rel([0.005, 0.006, 0.004, 0.007], [0.021, 0.019, 0.022, 0.020]).pvalue)
     assert c["family_size"] == 3
-    assert holds["change"]["trend"] == HOLDS and holds["change"]["direction"] is None
+    # LR 1e-3's Lookahead arms have not learned: no length where both learned, the change is not judged.
+    assert holds["change"]["trend"] == FEWER_LEARNED and holds["change"]["direction"] is None
     # "has not learned" needs both sides: LR 1e-5's points, not LR 1e-3's (its Adam arms learned).
     assert [p["comparison"]["verdict"] for p in low["points"]] == [stats.NOT_LEARNED] * 2
     assert [p["comparison"]["verdict"] for p in holds["points"]] == [stats.WORSE] * 2
@@ -1004,7 +1008,7 @@ def test_trend_lines_by_hand():
 
 
 def test_trend_line_edge_cases():
-    from hrnet.study.analyse.trend import GROWS, SHRINKS, _change_word, trend
+    from hrnet.study.analyse.trend import GROWS, REVERSES, _change_word, trend
 
     # The reference's line without a point at the reference's length: its Adam arms are length
     # variants of the reference. Iterations unknown: lengths ordered by epochs, nothing said about the user's.
@@ -1022,8 +1026,8 @@ def test_trend_line_edge_cases():
     assert (c["gap_shortest"], c["gap_longest"]) == (None, None)
     other = {n: dict(e, length_variant_of="sgd") if n.startswith("adam_") else e for n, e in arms.items()}
     assert trend(by_arm, other, "adam", 19800)["lines"][0]["reference_line"] is False
-    # A detectable change whose gap keeps its size but flips sign "shrinks"; a larger one "grows".
-    assert _change_word({"verdict": stats.WORSE}, 0.01, -0.01) == SHRINKS
+    # A detectable change whose gap flips sign is worded as one; a larger one "grows".
+    assert _change_word({"verdict": stats.WORSE}, 0.01, -0.01) == REVERSES
     assert _change_word({"verdict": stats.BETTER}, 0.01, 0.02) == GROWS
     assert _change_word({"verdict": stats.TOO_FEW}, 0.01, 0.02) == stats.TOO_FEW
 

@@ -1,13 +1,16 @@
 """tools/study.py --executor ray on a local Ray instance of 2 CPUs (started once for the module): the
-smoke study gives the local executor's final NMEs, also with a Ray worker killed and a trainer
-killed mid-run (both retried, resumed from their checkpoint); a study folder the workers cannot see
-is refused; Ctrl-C cancels the tasks; a failing trainer is reported once; a missing Ray names the
-install command."""
+smoke study gives the local executor's final NMEs with default flags (OMP_NUM_THREADS=2 exported
+everywhere: the study's threads decide), also with a Ray worker killed and a trainer killed mid-run
+(both retried, resumed from their checkpoint); a study folder the workers cannot see, or a node
+running other code, is refused; a node that fails the per-task check is kept out and the run goes
+elsewhere (a real second node on this machine); Ctrl-C cancels the tasks; a failing trainer is
+reported once; a missing Ray names the install command."""
 from __future__ import annotations
 
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -45,6 +48,12 @@ def data_root(tmp_path_factory) -> str:
     return str(tmp_path_factory.mktemp("data") / "hands")
 
 
+def _env() -> Dict[str, str]:
+    """The environment of a shell that exported a thread count (neither executor may let it decide);
+    read when used: ray.init puts the cluster's credentials in it."""
+    return dict(os.environ, OMP_NUM_THREADS="2")
+
+
 def _study(*args: str, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, STUDY, *args], capture_output=True, text=True, timeout=600, **kw)
 
@@ -63,19 +72,10 @@ def _final_nmes(out: str) -> Dict[Tuple[str, str], float]:
 
 @pytest.fixture(scope="module")
 def local(tmp_path_factory, study_file, data_root) -> str:
-    """The plan trained by the local executor, two at a time with one thread each (as a Ray task of
-    1 CPU: CPU results depend on the thread count), then its report."""
-    from hrnet.study.execute.executors import LocalExecutor
-    from hrnet.study.execute.runner import execute
-    from hrnet.study.plan.spec import load_study, plan_runs
-
+    """The plan trained by the local executor with default flags (one run at a time, the study's
+    threads: 1 for a CPU study, whatever OMP_NUM_THREADS the shell exported), and its report."""
     out = str(tmp_path_factory.mktemp("local") / "smoke")
-    runs = plan_runs(load_study(study_file, ["DATASET.ROOT", data_root, *SCALE]), out)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("OMP_NUM_THREADS", "1")
-        result = execute(runs, LocalExecutor([sys.executable, TRAIN], [None, None]), echo=lambda s: None)
-    assert sorted(result.finished) == sorted(NAMES), result
-    res = _study(study_file, "--out", out, "--report-only", "DATASET.ROOT", data_root, *SCALE)
+    res = _study(study_file, "--out", out, "DATASET.ROOT", data_root, *SCALE, env=_env())
     assert res.returncode == 0, res.stdout + res.stderr
     return out
 
@@ -88,7 +88,9 @@ def ray_address() -> str:
     ray = pytest.importorskip("ray")
     old = signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited by the raylet, then its workers
     try:
-        ctx = ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("OMP_NUM_THREADS", "2")  # as exported in the shell that started the cluster
+            ctx = ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
     finally:
         signal.signal(signal.SIGINT, old)
     yield ctx.address_info["gcs_address"]
@@ -119,7 +121,7 @@ def ray_study(tmp_path_factory, study_file, data_root, ray_address, local) -> Di
     cmd = [sys.executable, STUDY, study_file, "--out", out, "--executor", "ray", "--ray-address", ray_address,
            "DATASET.ROOT", data_root, *SCALE]
     t0 = time.time()
-    driver = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    driver = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env())
     killed: Dict[str, str] = {}
     while len(killed) < 2 and driver.poll() is None and time.time() < t0 + 300:
         for name in set(NAMES) - set(killed):
@@ -149,6 +151,9 @@ def test_ray_gives_the_local_executors_numbers(ray_study, local):
         metrics = json.load(open(os.path.join(ray_study["dirs"][name], "metrics.json")))
         local_metrics = json.load(open(os.path.join(ray_study["local_dirs"][name], "metrics.json")))
         assert metrics["final_NME"] == local_metrics["final_NME"]
+        assert metrics["machine"]["threads"] == local_metrics["machine"]["threads"] == 1
+        sessions = json.load(open(os.path.join(ray_study["dirs"][name], "study_sessions.json")))
+        assert {s["threads"] for s in sessions} == {1}
     assert not [f for f in os.listdir(ray_study["out"]) if f.startswith(".ray_marker_")]  # removed at the end
 
 
@@ -211,6 +216,10 @@ if mode == "killed" or (mode == "killed_once" and attempts == 0):
     os.kill(os.getpid(), signal.SIGKILL)
 if mode in ("sleep", "stubborn"):
     time.sleep(30)
+if mode == "go":  # until the test says go (a file beside the run folders)
+    deadline = time.time() + 120
+    while not os.path.exists(os.path.join(os.path.dirname(run_dir), "go")) and time.time() < deadline:
+        time.sleep(0.05)
 with open(os.path.join(run_dir, "metrics.json"), "w") as f:
     json.dump({"status": "finished", "epochs_completed": 2, "final_NME": 0.25}, f)
 '''
@@ -317,3 +326,127 @@ def test_executor_option_mixups_are_one_line(capsys, study_file, tmp_path, optio
     rc = _cli.run(study_tool.main, [study_file, "--out", str(tmp_path / "out"), *options])
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("error: ") and words in err and err.count("\n") == 1, err
+
+
+# ---------------------------------------------------------------------------- nodes that run other code
+def test_a_node_running_other_code_is_refused_at_start(ray_address, tmp_path):
+    """The start-up probe compares each node's code_version with the driver's (faked here: the driver's
+    sources are 'changed', the one node's are not)."""
+    from hrnet.study.execute.executors import ExecutorError
+
+    cmd, runs = _fake_runs(tmp_path, "sleep")
+    from hrnet.study.execute.ray_cluster import RayExecutor
+    from hrnet.study.execute.runner import execute
+
+    ex = RayExecutor(cmd, str(tmp_path))
+    ex.code = dict(ex.code, source_sha256="0" * 64)
+    with pytest.raises(ExecutorError, match=r"Ray node \S+ runs other code than the driver \(.*sources "
+                                            r"\w{8} there, .*sources 00000000 on the driver\)"):
+        execute(runs, ex, echo=lambda s: None)
+    assert not os.path.exists(runs[0].run_dir)  # nothing started
+
+
+TWO_NODES = r'''
+import json, os, shutil, sys, threading, time
+root, fake, out, copy = sys.argv[1:5]
+sys.path.insert(0, root)
+import ray
+from ray.cluster_utils import Cluster
+from hrnet.study.execute.executors import ExecutorError
+from hrnet.study.execute.ray_cluster import RayExecutor
+from hrnet.study.execute.runner import execute
+from hrnet.study.plan.spec import PlannedRun
+
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+ray.init(address=cluster.address, logging_level="WARNING")
+head = ray.get_runtime_context().get_node_id()
+dirs = [os.path.join(out, f"fake_seed{i}") for i in range(2)]
+runs = [PlannedRun("fake", i, "cfg.yaml", d, (d, "go"), 2) for i, d in enumerate(dirs)]
+ex = RayExecutor([sys.executable, fake], out)
+
+lines, results = [], []
+# execute() in a thread: Ray adds a node from the main thread only
+worker = threading.Thread(target=lambda: results.append(execute(runs, ex, echo=lines.append)), daemon=True)
+worker.start()
+while not os.path.exists(os.path.join(dirs[0], "attempt0")):  # the first run trains on the head ...
+    time.sleep(0.05)
+cluster.add_node(num_cpus=1, env_vars={"PYTHONPATH": copy})  # ... and a node with other code joins
+deadline = time.time() + 120
+while not ex.unfit and time.time() < deadline:  # the second run went there, and was refused
+    time.sleep(0.05)
+open(os.path.join(out, "go"), "w").close()
+worker.join(300)
+result = results[0]
+nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+try:
+    RayExecutor([sys.executable, fake], out).open()
+    refused = ""
+except ExecutorError as exc:
+    refused = str(exc)
+print(json.dumps({"finished": result.finished, "failed": result.failed, "unfit": sorted(ex.unfit),
+                  "head": head, "nodes": sorted(nodes), "lines": lines, "refused": refused}))
+ray.shutdown()
+cluster.shutdown()
+'''
+
+
+def test_a_node_that_fails_the_task_check_is_kept_out(tmp_path):
+    """A real second node joins after the start-up probe and runs other code (its workers import a
+    copy of the project with one changed source): the run it takes is started again on the head, the
+    node gets no run after that, and a new driver's probe refuses the cluster."""
+    pytest.importorskip("ray")
+    copy = tmp_path / "copy"
+    for folder in ("configs", "data", "optim", "hrnet", "tools"):
+        shutil.copytree(os.path.join(ROOT, folder), copy / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    with open(copy / "hrnet" / "__init__.py", "a") as f:
+        f.write("# another checkout\n")
+    cmd, _ = _fake_runs(tmp_path, "go")
+    script = tmp_path / "two_nodes.py"
+    script.write_text(TWO_NODES)
+    res = subprocess.run([sys.executable, str(script), ROOT, cmd[1], str(tmp_path / "out"), str(copy)],
+                         capture_output=True, text=True, timeout=600, cwd=str(tmp_path))
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    report = json.loads(res.stdout.strip().splitlines()[-1])
+    assert sorted(report["finished"]) == ["fake_seed0", "fake_seed1"] and not report["failed"], report
+    other = [n for n in report["nodes"] if n != report["head"]]
+    assert report["unfit"] == other and len(other) == 1, report  # the second node, kept out
+    assert "a Ray node is kept out of the runs" in res.stdout and "runs other code than the driver" in res.stdout
+    for i in range(2):  # each run trained once, on the head
+        sessions = json.load(open(tmp_path / "out" / f"fake_seed{i}" / "study_sessions.json"))
+        assert [s["exit_status"] for s in sessions] == [0]
+    assert "runs other code than the driver" in report["refused"]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGKILL], ids=["SIGHUP", "SIGKILL"])
+def test_a_ray_driver_that_dies_leaves_no_trainer(ray_address, study_file, tmp_path, signum):
+    """The study driver of a cluster that outlives it (--ray-address) is hung up on or killed: its
+    trainers stop too (SIGHUP: the driver cancels its tasks; SIGKILL: Ray ends the dead job's workers,
+    and each trainer dies with its worker)."""
+    out = str(tmp_path / "smoke")
+    dirs = _run_dirs(study_file, out)
+    cmd = [sys.executable, STUDY, study_file, "--out", out, "--executor", "ray", "--ray-address", ray_address,
+           "DATASET.ROOT", str(tmp_path / "hands"), *SCALE, "TRAIN.END_EPOCH", "8", "TRAIN.LR_STEP", "[6]"]
+    driver = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(),
+                              start_new_session=True)
+    deadline = time.time() + 240
+    found = []
+    while not found and driver.poll() is None and time.time() < deadline:
+        found = [t for t in (_trainer(d) for d in dirs.values()) if t
+                 and os.path.exists(os.path.join(dirs[NAMES[0]], "metrics.json"))]
+        time.sleep(0.05)
+    assert found, driver.communicate()[0]
+    os.kill(driver.pid, signum)
+    output, _ = driver.communicate(timeout=120)
+    deadline = time.time() + 60
+    while any(_trainer(d) for d in dirs.values()) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not any(_trainer(d) for d in dirs.values()), output
+    assert all(_dead(pid) for pid, _ in found)
+
+
+def _dead(pid: int) -> bool:
+    """Gone, or a zombie (dead, not yet reaped by the process that adopted it)."""
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True

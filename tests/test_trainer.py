@@ -502,3 +502,63 @@ def test_a_run_that_fails_before_its_first_epoch_does_not_block_the_fixed_comman
     aside.rename(image)
     assert train_tool(argv) == 2 and "already holds a run" in _error_line(capsys)
     assert load_checkpoint(run / LATEST)["epoch"] == 1
+
+
+def test_a_resume_by_another_number_of_processes_is_refused(train_tool, real_hands, tmp_path, capsys):
+    """A checkpoint of 2 DDP processes resumed by 1: another global batch, another run: one error line
+    naming the process counts, exit 2, and the run's files untouched."""
+    from hrnet.runtime.checkpoint import save_checkpoint
+
+    argv = ["--cfg", LOOKAHEAD] + TINY + ["DATASET.ROOT", os.path.join(real_hands, "freihand"), "OUTPUT_DIR",
+                                          tmp_path, "TRAIN.END_EPOCH", 1, "TEST.VIS_IMAGES", 0]
+    assert train_tool(argv) == 0
+    run = tmp_path / "hand_lookahead_adam"
+    ck = load_checkpoint(run / LATEST)
+    save_checkpoint(dict(ck, world_size=2, rng=ck["rng"] * 2), run / LATEST)  # as a 2-process run leaves it
+    before = {n: (run / n).read_bytes() for n in (LATEST, METRICS)}
+    capsys.readouterr()
+    assert train_tool(["--resume"] + argv + ["TRAIN.END_EPOCH", 2]) == 2
+    line = _error_line(capsys)
+    assert "trained by 2 process(es) (global batch 8), resumed by 1 (4)" in line and str(run / LATEST) in line
+    assert {n: (run / n).read_bytes() for n in (LATEST, METRICS)} == before
+
+
+def test_loss_is_read_back_every_print_freq_and_its_means_are_exact(real_hands, tmp_path, hooked_loss, monkeypatch):
+    """The losses stay on the device between PRINT_FREQ points: train/loss_iter is the mean since the
+    last point, train_loss the epoch's exact mean, each read back once; metrics.json records the numerics."""
+    losses, reads = [], []
+    hooked_loss.at, hooked_loss.action = 0, None
+    real_forward = trainer_mod.JointsMSELoss.forward
+
+    def forward(self, output, target, target_weight=None):
+        loss = real_forward(self, output, target, target_weight)
+        if torch.is_grad_enabled() and not torch.is_inference_mode_enabled():
+            losses.append(float(loss.detach()))
+        return loss
+    monkeypatch.setattr(hooked_loss, "forward", forward)
+    real_mean = Trainer._mean_over_ranks
+    monkeypatch.setattr(Trainer, "_mean_over_ranks", lambda self, v: reads.append(1) or real_mean(self, v))
+    cfg = tiny_cfg(real_hands, tmp_path, "TRAIN.END_EPOCH", 2, "TRAIN.BATCH_SIZE_PER_GPU", 2, "PRINT_FREQ", 3,
+                   "TEST.VIS_IMAGES", 0)
+    result = Trainer(cfg).fit()
+    assert len(losses) == 8  # 4 iterations per epoch
+    assert [h["train_loss"] for h in result["history"][1:]] == [sum(losses[:4]) / 4, sum(losses[4:]) / 4]
+    _, tb = scalars(str(tmp_path / "hand_lookahead_adam"))
+    # steps 3 and 6; a window does not cross an epoch's end (step 6: the 2 iterations of epoch 2 so far)
+    assert [s for s, _ in tb["train/loss_iter"]] == [3, 6]
+    assert [v for _, v in tb["train/loss_iter"]] == pytest.approx([sum(losses[:3]) / 3, sum(losses[4:6]) / 2])
+    assert len(reads) == 4  # per epoch: one PRINT_FREQ point and the epoch's end, never per iteration
+    assert result["precision"] == {"amp": "fp32", "deterministic": False, "tf32": False, "cudnn_benchmark": False}
+
+
+def test_deterministic_on_cpu_trains_and_is_recorded(real_hands, tmp_path):
+    """DETERMINISTIC True on the CPU: every kernel the run uses has a deterministic CPU version (torch
+    raises otherwise), and the run equals the default one bit for bit."""
+    try:
+        det = Trainer(tiny_cfg(real_hands, tmp_path / "det", "TRAIN.END_EPOCH", 1, "DETERMINISTIC", True,
+                               "TEST.VIS_IMAGES", 0)).fit()
+    finally:
+        torch.use_deterministic_algorithms(False)  # process-wide: leave the other tests as they were
+    assert det["status"] == "finished" and det["precision"]["deterministic"] is True
+    default = Trainer(tiny_cfg(real_hands, tmp_path / "default", "TRAIN.END_EPOCH", 1, "TEST.VIS_IMAGES", 0)).fit()
+    assert [h["NME"] for h in det["history"]] == [h["NME"] for h in default["history"]]

@@ -2,7 +2,8 @@
 
     python tools/mutation.py MODULE [--max-children N]
 
-MODULE is a ``[mutation:MODULE]`` section of setup.cfg (the files to mutate and their tests). The
+MODULE is a ``[mutation:MODULE]`` section of setup.cfg (the files to mutate and their tests: test
+files, or ``file::test`` for the fast tests of a slow file). The
 run starts from a fresh ``mutants/`` (mutmut's copy of the tree), uses one worker by default
 (the machine is shared), then prints the counts and the mutants not killed; ``mutmut show NAME``
 prints one's diff. The raw score counts equivalent mutants as not killed (docs/mutation_testing.md
@@ -37,6 +38,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--max-children", type=int, default=1, help="parallel mutant workers (default 1)")
     args = ap.parse_args(argv)
     targets, tests = table[args.module]
+    missing = [p for p in targets + [t.split("::")[0] for t in tests] if not os.path.exists(os.path.join(ROOT, p))]
+    if missing:  # a moved module or test file: say which section to mend, before mutmut copies the tree
+        print(f"error: setup.cfg [mutation:{args.module}] names {missing[0]}, which does not exist", file=sys.stderr)
+        return 2
 
     os.chdir(ROOT)
     shutil.rmtree("mutants", ignore_errors=True)  # results depend on the test selection: start clean

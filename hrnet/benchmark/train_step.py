@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from hrnet.benchmark import Options
 from hrnet.benchmark.timing import device_sync, interleave, set_threads
 from hrnet.models.hrnet import build_model
-from hrnet.runtime.device import AmpPolicy, amp_policy, amp_policy_from_cfg, select_device
+from hrnet.runtime.device import AmpPolicy, amp_policy, amp_policy_from_cfg, configure_backends_from_cfg, select_device
 from hrnet.runtime.perf import tune_cpu_allocator
 from optim import build_optimizer
 
@@ -74,9 +74,10 @@ def bench_train_step(cfg, options: Options) -> Dict[str, Any]:
     ``options.amp``, else the config's AMP.MODE / AMP.DTYPE) on a fixed random batch of
     TRAIN.BATCH_SIZE_PER_GPU images of MODEL.IMAGE_SIZE, on ``select_device(DEVICE)``;
     ``options.steps`` timed steps (default 5) after ``options.warmup`` (default 2).
-    ``images_per_s`` is the setting training uses: memory format per CHANNELS_LAST, glibc
-    allocator tuned (``hrnet.runtime.perf.tune_cpu_allocator``) on CPU. With mixed precision the
-    same setting in float32 is timed interleaved with it: ``images_per_s_fp32``, ``speedup_vs_fp32``.
+    ``images_per_s`` is the setting training uses: memory format per CHANNELS_LAST, the backends as
+    training sets them (``configure_backends_from_cfg``: CUDNN.BENCHMARK, TF32, DETERMINISTIC;
+    ``backends``), glibc allocator tuned (``hrnet.runtime.perf.tune_cpu_allocator``) on CPU. With mixed
+    precision the same setting in float32 is timed interleaved with it: ``images_per_s_fp32``, ``speedup_vs_fp32``.
 
     ``options.compare`` first times the official HRNet-Facial code's two settings on the same model
     (same ops, same heatmaps): fp32 with glibc's default allocator, contiguous NCHW and
@@ -87,6 +88,7 @@ def bench_train_step(cfg, options: Options) -> Dict[str, Any]:
     """
     set_threads(options.threads)
     device = select_device(cfg.DEVICE)
+    backends = configure_backends_from_cfg(cfg, device)  # as training sets them: cuDNN autotuner, TF32
     policy, fp32 = amp_for(options.amp, cfg, device), amp_policy("off", cfg.AMP.DTYPE, device)
     batch = cfg.TRAIN.BATCH_SIZE_PER_GPU
     steps = options.steps or 5
@@ -117,7 +119,7 @@ def bench_train_step(cfg, options: Options) -> Dict[str, Any]:
         result.update(_speedups(result))
     result.update(model=cfg.MODEL.NAME, batch=batch, image_size=list(cfg.MODEL.IMAGE_SIZE),
                   channels_last=bool(cfg.CHANNELS_LAST), amp=policy.name, amp_reason=policy.reason,
-                  allocator_tuned=tuned, device=str(device),
+                  allocator_tuned=tuned, device=str(device), backends=backends,
                   gpu=torch.cuda.get_device_name(device) if device.type == "cuda" else None,
                   threads=torch.get_num_threads(), optimizer=type(variants[final].optimizer).__name__,
                   warmup=warmup, steps=steps, torch=torch.__version__)

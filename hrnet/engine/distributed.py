@@ -3,24 +3,31 @@
 ``torchrun --nproc_per_node N tools/train.py ...`` sets ``RANK``, ``WORLD_SIZE`` and
 ``LOCAL_RANK``; without them everything here degrades to a single process (rank 0 of 1).
 The backend is nccl on CUDA and gloo on CPU (the tests run 2 gloo processes on CPU).
+Every rank must train one model: :func:`broadcast_module` before anything copies the parameters,
+:func:`check_training_replicas` (hashes of every rank's state compared) at each checkpoint.
 """
 from __future__ import annotations
 
 import datetime
+import hashlib
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Sequence
+from typing import Any, Dict, Iterable, Iterator, List, Sequence
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
+from configs import ConfigError
+
+from hrnet.engine.run_record import FILE_ONLY
 from hrnet.runtime.device import select_device
 
-__all__ = ["DistInfo", "init_distributed", "cleanup_distributed", "all_gather_object",
-           "broadcast_buffers", "all_reduce_sum", "ShardSampler", "merge_shards"]
+__all__ = ["DistInfo", "init_distributed", "cleanup_distributed", "all_gather_object", "broadcast_buffers",
+           "broadcast_module", "all_reduce_sum", "fingerprint", "ReplicaMismatchError", "check_replicas_agree",
+           "check_training_replicas", "check_resume_world_size", "ShardSampler", "merge_shards"]
 
 _logger = logging.getLogger(__name__)
 
@@ -90,6 +97,73 @@ def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         for buf in module.buffers():
             dist.broadcast(buf, src)
+
+
+def broadcast_module(module: torch.nn.Module, src: int = 0) -> None:
+    """Copy ``src``'s parameters and buffers to every rank (no-op in a single process).
+
+    Call it before anything is derived from the parameters (an optimizer's state, Lookahead's slow
+    weights): DDP broadcasts rank 0's parameters only when it wraps the model, too late for those.
+    """
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        with torch.no_grad():
+            for t in list(module.parameters()) + list(module.buffers()):
+                dist.broadcast(t.data, src)
+
+
+def fingerprint(tensors: Iterable[torch.Tensor]) -> str:
+    """SHA-1 of the tensors' bytes, in order (shape and dtype included): equal iff bitwise equal."""
+    h = hashlib.sha1()
+    for t in tensors:
+        t = t.detach()
+        h.update(f"{tuple(t.shape)}{t.dtype};".encode())
+        h.update(t.contiguous().view(-1).view(torch.uint8).cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+class ReplicaMismatchError(RuntimeError):
+    """DDP replicas that should hold the same tensors do not."""
+
+
+def check_replicas_agree(groups: Dict[str, Sequence[torch.Tensor]]) -> Dict[str, str]:
+    """``{name: fingerprint}`` of each group of tensors, the same on every rank (a collective: all
+    ranks call it). Raises :class:`ReplicaMismatchError` naming the groups whose ranks differ."""
+    mine = {name: fingerprint(tensors) for name, tensors in groups.items()}
+    ranks = all_gather_object(mine)
+    differ = [name for name in mine if len({r[name] for r in ranks}) > 1]
+    if differ:
+        raise ReplicaMismatchError(f"DDP replicas differ in {', '.join(differ)}: "
+                                   + "; ".join(f"rank {i} {', '.join(r[n][:12] for n in differ)}"
+                                               for i, r in enumerate(ranks)))
+    return mine
+
+
+def check_training_replicas(model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int) -> Dict[str, str]:
+    """:func:`check_replicas_agree` of what must be equal on every DDP rank between steps: the weights and
+    BN statistics (once ``broadcast_buffers`` ran), the optimizer state and, for Lookahead, the slow
+    weights; logs the fingerprints of ``step`` (train.log only)."""
+    opt = optimizer.state_dict()
+    groups = {"weights": list(model.state_dict().values()),
+              "optimizer state": [t for _, st in sorted(opt["state"].items()) for _, t in sorted(st.items())
+                                  if torch.is_tensor(t)]}
+    if "lookahead" in opt:
+        slow = opt["lookahead"]["slow_weights"]
+        groups["slow weights"] = [slow[i] for i in sorted(slow)]
+    prints = check_replicas_agree(groups)
+    _logger.info("step %d: the %d DDP replicas agree: %s", step, dist.get_world_size(),
+                 ", ".join(f"{k} sha1 {v[:12]}" for k, v in prints.items()), extra=FILE_ONLY)
+    return prints
+
+
+def check_resume_world_size(checkpoint: Dict[str, Any], world_size: int, cfg, path: str) -> None:
+    """``ConfigError`` when ``checkpoint`` (at ``path``) was trained by another number of processes: another
+    global batch (and data order) is another run, not a continuation."""
+    saved = int(checkpoint.get("world_size", len(checkpoint["rng"])))
+    if saved != world_size:
+        batch = int(cfg.TRAIN.BATCH_SIZE_PER_GPU)
+        raise ConfigError(f"cannot resume {path}: trained by {saved} process(es) (global batch {saved * batch}), "
+                          f"resumed by {world_size} ({world_size * batch}); resume with {saved} process(es) or "
+                          f"start a new run (EXPERIMENT_NAME)")
 
 
 class ShardSampler(Sampler[int]):

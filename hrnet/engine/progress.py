@@ -10,7 +10,7 @@ import logging
 import sys
 import math
 import time
-from typing import List, Optional
+from typing import Optional
 
 from hrnet.engine.run_record import TAG_LOSS_ITER
 
@@ -44,7 +44,7 @@ class EpochProgress:
                         dynamic_ncols=True, desc=f"epoch {epoch + 1}/{self.end_epoch}", file=sys.stderr)
         self.t0 = time.time()
         self.next_report = self.t0 + 60.0
-        self.window: List[float] = []  # losses since the last train/loss_iter point
+        self.loss: Optional[float] = None  # the latest mean loss given to update()
 
     def __enter__(self) -> "EpochProgress":
         return self
@@ -52,18 +52,19 @@ class EpochProgress:
     def __exit__(self, *exc) -> None:
         self.bar.close()
 
-    def update(self, it: int, loss: float, global_step: int) -> None:
-        """After iteration ``it`` (0-based) of loss ``loss``; ``global_step``: iterations done in the run."""
-        self.window.append(loss)
-        if global_step % self.print_freq == 0:
+    def update(self, it: int, global_step: int, loss: Optional[float] = None) -> None:
+        """After iteration ``it`` (0-based); ``global_step``: iterations done in the run. ``loss``: the mean
+        loss since the last one given, passed when ``global_step`` is a multiple of ``PRINT_FREQ`` (the
+        trainer reads the loss back from the device only then): a ``train/loss_iter`` point."""
+        if loss is not None:
+            self.loss = loss
             if self.writer is not None:
-                self.writer.add_scalar(TAG_LOSS_ITER, sum(self.window) / len(self.window), global_step)
-            self.window = []
+                self.writer.add_scalar(TAG_LOSS_ITER, loss, global_step)
+            self.bar.set_postfix(loss=f"{loss:.3e}", refresh=False)
         self.bar.update(self.global_batch)
-        self.bar.set_postfix(loss=f"{loss:.3e}", refresh=False)
-        if self.is_main and not self.tty and time.time() >= self.next_report:
+        if self.is_main and not self.tty and self.loss is not None and time.time() >= self.next_report:
             self.next_report += 60.0
             rate = (it + 1) * self.global_batch / (time.time() - self.t0)
             _logger.info("epoch %d/%d: %d/%d iterations | loss %.4e | %.1f img/s | epoch ETA %.1f min",
-                         self.epoch + 1, self.end_epoch, it + 1, self.n_iter, loss, rate,
+                         self.epoch + 1, self.end_epoch, it + 1, self.n_iter, self.loss, rate,
                          (self.n_iter - it - 1) * self.global_batch / rate / 60)

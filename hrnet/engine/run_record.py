@@ -27,11 +27,11 @@ import numpy as np
 from hrnet.runtime.checkpoint import jsonable, write_json
 
 
-__all__ = ["LATEST", "BEST", "METRICS", "CONFIG", "LOG", "EVENTS_GLOB", "RUN_FILES", "TAG_TRAIN_LOSS",
-           "TAG_VALID_LOSS", "TAG_VALID_NME", "TAG_TRAIN_LR", "TAG_TRAIN_IMG_PER_S", "TAG_LOSS_ITER", "TAG_BEST_NME",
-           "valid_tag", "find_run_files", "NEW", "RESUME", "REPLACE", "check_run_dir", "replace_run", "FILE_ONLY",
-           "run_log", "hparams", "history_entry", "metrics_summary", "write_metrics", "write_scalars", "write_hparams",
-           "read_metrics", "is_number"]
+__all__ = ["LATEST", "BEST", "METRICS", "CONFIG", "LOG", "EVENTS_GLOB", "RUN_FILES", "RESUME_FREE_KEYS",
+           "TAG_TRAIN_LOSS", "TAG_VALID_LOSS", "TAG_VALID_NME", "TAG_TRAIN_LR", "TAG_TRAIN_IMG_PER_S", "TAG_LOSS_ITER",
+           "TAG_BEST_NME", "valid_tag", "find_run_files", "NEW", "RESUME", "REPLACE", "check_run_dir", "replace_run",
+           "FILE_ONLY", "run_log", "hparams", "history_entry", "metrics_summary", "config_text", "write_metrics",
+           "write_scalars", "write_hparams", "read_metrics", "is_number"]
 
 # ---------------------------------------------------------------------------- file names
 LATEST = "checkpoint_latest.pth"
@@ -42,6 +42,11 @@ LOG = "train.log"
 EVENTS_GLOB = "events.out.tfevents.*"
 # Files that make a folder "a run": a new run refuses a folder holding any of them (see find_run_files).
 RUN_FILES = (CONFIG, METRICS, LATEST, BEST)
+
+#: The one list of config keys that cannot change a run's trajectory: a resume may change them (any
+#: other change is refused) and the study's run identity ignores them. Not WORKERS: it changes how
+#: batches are drawn and augmentation is seeded.
+RESUME_FREE_KEYS = frozenset({"TRAIN.RESUME", "TRAIN.END_EPOCH", "TRAIN.BEGIN_EPOCH", "PRINT_FREQ", "OUTPUT_DIR"})
 
 # ---------------------------------------------------------------------------- TensorBoard scalar tags
 TAG_TRAIN_LOSS = "train/loss"        # mean training loss of the epoch, at step e + 1
@@ -202,12 +207,17 @@ def epoch_line(entry: Mapping[str, Any], end_epoch: int, best_epoch: int, val: M
 
 def metrics_summary(cfg, world_size: int, *, status: str, epochs_completed: int, best_nme: float,
                     best_epoch: int, wall_time: float, history: Sequence[Mapping[str, Any]],
-                    skipped: Sequence[str] = (), machine: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+                    skipped: Sequence[str] = (), machine: Optional[Mapping[str, Any]] = None,
+                    precision: Optional[Mapping[str, Any]] = None, code_version: Optional[Mapping[str, Any]] = None,
+                    code_versions: Sequence[Mapping[str, Any]] = ()) -> Dict[str, Any]:
     """The content of ``metrics.json``: status (running | finished | interrupted | diverged |
     failed), final / best / untrained NME, losses, wall time (s), final metrics, :func:`hparams`,
     the samples left out by ``DATASET.ON_BAD_SAMPLE skip`` (one line each), the machine of the
-    latest session (``hrnet.runtime.device.describe_machine``) and the per-epoch history (without
-    per-epoch metric dicts)."""
+    latest session (``hrnet.runtime.device.describe_machine``), its numerics (``precision``: autocast
+    dtype, TF32, deterministic kernels, cuDNN autotuner as in effect on its device), the code of the
+    latest session (``code_version``: ``hrnet.runtime.provenance.code_version``) and of every session
+    whose code differed from the one before (``code_versions``: ``{"code_version", "from_epoch"}``) and
+    the per-epoch history (without per-epoch metric dicts)."""
     from configs import experiment_name
 
     last = history[-1] if history else {}
@@ -229,8 +239,25 @@ def metrics_summary(cfg, world_size: int, *, status: str, epochs_completed: int,
         "num_images_skipped": len(skipped),
         "skipped": list(skipped),
         "machine": dict(machine or {}),
+        **({"precision": dict(precision)} if precision is not None else {}),
+        **({"code_version": dict(code_version), "code_versions": [dict(v) for v in code_versions]}
+           if code_version is not None else {}),
         "history": [{k: v for k, v in h.items() if k != "metrics"} for h in history],
     }
+
+
+def config_text(cfg) -> str:
+    """``config.yaml``'s content: the resolved config, OUTPUT_DIR relative to the project root when it
+    lies inside (``docs/study_cpu/runs``; a record kept in the repository names no machine's folders)."""
+    from hrnet.runtime.provenance import project_relative
+
+    out = project_relative(cfg.OUTPUT_DIR)
+    if out == cfg.OUTPUT_DIR:
+        return cfg.dump()
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.OUTPUT_DIR = out
+    return cfg.dump()
 
 
 def write_metrics(run_dir: str, summary: Mapping[str, Any]) -> None:

@@ -5,11 +5,17 @@ ranks), so a stopped run leaves a complete checkpoint of its last finished epoch
 """
 from __future__ import annotations
 
+import ctypes
+import os
 import signal
 import threading
 from typing import Any, Dict, Optional
 
-__all__ = ["StopRequest", "TrainingInterrupted", "ignore_sigint_in_worker"]
+__all__ = ["StopRequest", "TrainingInterrupted", "ignore_sigint_in_worker", "set_parent_death_signal",
+           "end_with_launcher"]
+
+_PR_SET_PDEATHSIG = 1
+_LIBC: Any = None
 
 
 class TrainingInterrupted(Exception):
@@ -54,3 +60,35 @@ def ignore_sigint_in_worker(worker_id: int) -> None:
     """DataLoader ``worker_init_fn``: a terminal's Ctrl-C reaches the whole process group; workers
     must survive it so the main process can finish its iteration and write a clean checkpoint."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def set_parent_death_signal(signum: int) -> bool:
+    """Linux: have the kernel send ``signum`` to this process when its parent ends (``PR_SET_PDEATHSIG``),
+    however the parent dies (SIGKILL included); False where that is not available. Safe in a
+    ``preexec_fn`` once :func:`load_libc` ran in the parent (no import or allocation after a fork)."""
+    libc = load_libc()
+    return libc is not None and libc.prctl(_PR_SET_PDEATHSIG, int(signum), 0, 0, 0) == 0
+
+
+def load_libc() -> Any:
+    """The C library with ``prctl`` (Linux), loaded once; None elsewhere."""
+    global _LIBC
+    if _LIBC is None:
+        try:
+            libc = ctypes.CDLL(None)
+        except OSError:
+            libc = False
+        _LIBC = libc if libc and hasattr(libc, "prctl") else False
+    return _LIBC or None
+
+
+def end_with_launcher() -> None:
+    """A ``torchrun`` rank ends with its launcher. torchrun starts each rank in a session of its own, so
+    a signal for the launcher (the study driver's stop, a dying Ray worker's SIGKILL) reaches the
+    launcher only; if it dies without stopping its ranks (SIGKILL), the ranks would train on. No-op
+    outside torchrun (``LOCAL_RANK`` unset)."""
+    if "LOCAL_RANK" not in os.environ:
+        return
+    parent = os.getppid()
+    if set_parent_death_signal(signal.SIGKILL) and os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGKILL)  # the launcher died before the death signal was set

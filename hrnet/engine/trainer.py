@@ -5,11 +5,14 @@ The run folder's files and steps (**step = completed training epochs**, 0 = untr
 loaders ``hrnet.engine.loaders``'. Order of work: model, optimizer and schedules first (a config typo
 fails before any file or image is touched), then the run folder (a new run refuses another run's
 files but replaces one that stopped before completing an epoch; a resume refuses a changed
-config), then the data.
+config or another number of processes), then the data. Under DDP every rank trains one model: rank
+0's initial weights reach every rank before the optimizer copies them (Lookahead's slow weights), and
+each checkpoint checks that the ranks still agree.
 
 Exact resume: checkpoints at epoch boundaries hold every RNG state (per rank); validation and BN
 recalibration run in a forked RNG state, so a resumed run reaches bitwise the same weights as an
-uninterrupted one on CPU. Ctrl-C / SIGTERM stop at the end of the current iteration and discard the
+uninterrupted one on CPU (on CUDA only approximately: bilinear upsampling's backward has no
+deterministic kernel there, and DETERMINISTIC is refused). Ctrl-C / SIGTERM stop at the end of the current iteration and discard the
 partial epoch (``--resume`` restarts it). A non-finite loss stops before the optimizer step and
 keeps the last good epoch's checkpoints; any other exception ends with status ``failed`` and the
 error, with its traceback, in train.log.
@@ -30,17 +33,20 @@ import torch.nn as nn
 from configs import ConfigError, experiment_name
 
 from hrnet.engine import run_record as rr
-from hrnet.engine.distributed import all_gather_object, all_reduce_sum, init_distributed
+from hrnet.engine.distributed import (all_gather_object, all_reduce_sum, broadcast_module, check_resume_world_size,
+                                      check_training_replicas, init_distributed)
 from hrnet.engine.loaders import RunData, build_run_data
 from hrnet.engine.progress import EpochProgress
+from hrnet.engine.run_lock import RunLock
 from hrnet.engine.run_record import BEST, LATEST, METRICS
-from hrnet.engine.signals import StopRequest, TrainingInterrupted
+from hrnet.engine.signals import StopRequest, TrainingInterrupted, end_with_launcher
 from hrnet.engine.validation import ValidationMixin
 from hrnet.models.loss import JointsMSELoss, NonFiniteLossError
 from hrnet.runtime.checkpoint import (CheckpointError, clean_stale_tmp, get_rng_state, jsonable, load_training_state,
                                       restore_training_state, save_checkpoint, seed_everything, set_rng_state,
-                                      training_state)
-from hrnet.runtime.device import amp_policy_from_cfg, configure_backends, describe_machine
+                                      training_state, write_text)
+from hrnet.runtime.device import amp_policy_from_cfg, configure_backends_from_cfg, describe_machine
+from hrnet.runtime.provenance import code_version, code_versions_after
 
 __all__ = ["Trainer", "NonFiniteLossError", "TrainingInterrupted", "LATEST", "BEST", "METRICS"]
 
@@ -68,13 +74,16 @@ class Trainer(ValidationMixin):
         self.wall_offset, self.status = 0.0, "running"  # wall_offset: seconds of earlier sessions (resume)
         self.data: Optional[RunData] = None  # data sets and loaders (hrnet.engine.loaders), built after the folder
         self.claim_note = ""  # what taking the run folder did, when worth a log line (a replaced run)
+        self.lock = RunLock(self.run_dir)  # one trainer per run folder, from before check_run_dir to the end
+        self.code_version = code_version()  # this session's code; code_versions: the run's (metrics.json)
+        self.code_versions = code_versions_after([], self.code_version, 0)
 
     # ------------------------------------------------------------------ set-up
     def _setup_device(self) -> None:
         cfg = self.cfg
         self.dist = init_distributed(cfg.DEVICE)
         self.device = self.dist.device
-        configure_backends(bool(cfg.DETERMINISTIC), bool(cfg.CUDNN.BENCHMARK))
+        self.backends = configure_backends_from_cfg(cfg, self.device)  # DETERMINISTIC, CUDNN.BENCHMARK, TF32
         self.amp = amp_policy_from_cfg(cfg, self.device)
         self.scaler = self.amp.grad_scaler()  # a pass-through unless fp16
 
@@ -87,6 +96,9 @@ class Trainer(ValidationMixin):
         cfg = self.cfg
         try:
             model = build_model(cfg).to(self.device)  # channels_last per cfg.CHANNELS_LAST (build_model)
+            # Rank 0's init everywhere before the optimizer copies anything (Lookahead's slow weights):
+            # one model on every rank; a single process is untouched.
+            broadcast_module(model)
             self.optimizer = build_optimizer(cfg, model)
             self.scheduler = build_scheduler(cfg, self.optimizer)
             self.warmup = build_warmup(cfg, self.optimizer)
@@ -107,9 +119,12 @@ class Trainer(ValidationMixin):
         checkpoint, error = None, None
         if self.dist.is_main:
             try:
+                self.lock.acquire()  # before check_run_dir may remove anything; refuses a second trainer
                 action, why = rr.check_run_dir(self.run_dir, self.resume)
                 if action == rr.RESUME:
-                    checkpoint = load_training_state(os.path.join(self.run_dir, LATEST), self.cfg)
+                    checkpoint = load_training_state(os.path.join(self.run_dir, LATEST), self.cfg, rr.RESUME_FREE_KEYS)
+                    check_resume_world_size(checkpoint, self.dist.world_size, self.cfg,
+                                            os.path.join(self.run_dir, LATEST))
                 elif action == rr.REPLACE:
                     removed = rr.replace_run(self.run_dir)
                     self.claim_note = (f"replacing the run in {self.run_dir}: {why}, nothing trained to keep "
@@ -118,9 +133,10 @@ class Trainer(ValidationMixin):
                 error = exc
         error, resume = all_gather_object((error, checkpoint is not None))[0]
         if error is not None:
+            self.lock.release()
             raise error
         if resume and not self.dist.is_main:
-            checkpoint = load_training_state(os.path.join(self.run_dir, LATEST), self.cfg)
+            checkpoint = load_training_state(os.path.join(self.run_dir, LATEST), self.cfg, rr.RESUME_FREE_KEYS)
         return checkpoint
 
     # ------------------------------------------------------------------ checkpoints and the run record
@@ -130,16 +146,14 @@ class Trainer(ValidationMixin):
         self.epoch, self.global_step = int(ck["epoch"]), int(ck["global_step"])
         self.best_nme, self.best_epoch = float(ck["best_nme"]), int(ck["best_epoch"])
         self.history, self.wall_offset = list(ck["history"]), float(ck["wall_time"])
+        self.code_versions = code_versions_after(ck.get("code_versions") or [], self.code_version, self.epoch,
+                                                 log=_logger.info)  # a line when the code changed
 
     def _resume_from(self, ck: Dict[str, Any]) -> None:
         """Weights, optimizer, schedules and RNG streams from the checkpoint (after the data is built)."""
         restore_training_state(ck, model=self.raw_model, optimizer=self.optimizer, scheduler=self.scheduler,
                                warmup=self.warmup, scaler=self.scaler)
-        rng = ck["rng"]
-        if len(rng) != self.dist.world_size:
-            _logger.warning("checkpoint of %d process(es) resumed with %d: RNG streams differ", len(rng),
-                            self.dist.world_size)
-        set_rng_state(rng[self.dist.rank % len(rng)], self.data.generator)
+        set_rng_state(ck["rng"][self.dist.rank], self.data.generator)  # same world size: check_resume_world_size
         _logger.info("resumed from %s: %d/%d epochs done, best NME %.5f at epoch %d", self.run_dir, self.epoch,
                      self.cfg.TRAIN.END_EPOCH, self.best_nme, self.best_epoch)
 
@@ -150,7 +164,8 @@ class Trainer(ValidationMixin):
                 model=self.raw_model, optimizer=self.optimizer, scheduler=self.scheduler, warmup=self.warmup,
                 scaler=self.scaler, epoch=self.epoch, global_step=self.global_step, best_nme=self.best_nme,
                 best_epoch=self.best_epoch, history=self.history, rng=rng, world_size=self.dist.world_size,
-                wall_time=self._wall_time(), config=self.cfg.dump()), os.path.join(self.run_dir, LATEST))
+                wall_time=self._wall_time(), config=self.cfg.dump(), code_versions=self.code_versions),
+                os.path.join(self.run_dir, LATEST))
 
     def _wall_time(self) -> float:
         return self.wall_offset + (time.time() - self._session_start)
@@ -161,7 +176,9 @@ class Trainer(ValidationMixin):
                                      best_nme=self.best_nme, best_epoch=self.best_epoch,
                                      wall_time=self._wall_time(), history=self.history,
                                      skipped=self.data.skipped if self.data is not None else (),
-                                     machine=describe_machine(self.device))
+                                     machine=describe_machine(self.device),
+                                     precision=dict(amp=self.amp.name, **self.backends),
+                                     code_version=self.code_version, code_versions=self.code_versions)
         if self.dist.is_main:
             rr.write_metrics(self.run_dir, summary)
         return jsonable(summary)
@@ -174,13 +191,17 @@ class Trainer(ValidationMixin):
         if self.writer is not None:
             rr.write_scalars(self.writer, entry, self.cfg)
         _logger.info("%s", rr.epoch_line(entry, int(self.cfg.TRAIN.END_EPOCH), self.best_epoch, val, train))
+        if self.dist.distributed:  # one model on every rank, or the run fails (ReplicaMismatchError)
+            check_training_replicas(self.raw_model, self.optimizer, step)
         self._save_latest()
+        self._write_best()  # after the checkpoint whose history describes it (validation.py)
         self._write_metrics()
 
     # ------------------------------------------------------------------ training
-    def _train_step(self, batch: Dict[str, Any], epoch: int, it: int, n_iter: int) -> Tuple[float, bool]:
-        """One iteration: forward, backward, loss check, clip, step; returns (mean loss over ranks, stop requested)."""
-        cfg, d = self.cfg, self.dist
+    def _train_step(self, batch: Dict[str, Any], epoch: int, it: int, n_iter: int) -> Tuple[torch.Tensor, bool]:
+        """One iteration: forward, backward, loss check, clip, step; returns this rank's loss (a 0-dim float32
+        tensor, left on the device) and whether any rank was asked to stop."""
+        cfg = self.cfg
         images = batch["image"].to(self.device, non_blocking=True)
         if cfg.CHANNELS_LAST:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -191,15 +212,8 @@ class Trainer(ValidationMixin):
         loss = self.criterion(output, target, target_weight)  # float32 (the model's last conv and the loss)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
-        # One small collective carries the loss and the stop request: every rank sees the same
-        # values and stops at the same iteration (no rank left waiting in an all-reduce).
-        stats = torch.stack([loss.detach().float(),
-                             torch.tensor(float(self.stop.signum is not None), device=loss.device)])
-        stats = all_reduce_sum(stats).cpu()
-        loss_val = float(stats[0]) / d.world_size
-        if not math.isfinite(loss_val):
-            raise NonFiniteLossError.at(loss_val, epoch, int(cfg.TRAIN.END_EPOCH), it, n_iter, self.global_step,
-                                        f"{LATEST} and {BEST} keep the state after epoch {self.epoch}")
+        loss = loss.detach().float()
+        stop = self._check_step(loss, epoch, it, n_iter)
         clip = float(cfg.TRAIN.CLIP_GRAD_NORM)
         if clip > 0:
             self.scaler.unscale_(self.optimizer)  # no-op unless fp16
@@ -209,10 +223,36 @@ class Trainer(ValidationMixin):
         if self.warmup is not None and self.global_step < int(cfg.TRAIN.WARMUP_ITERS):
             self.warmup.step()
         self.global_step += 1
-        return loss_val, bool(stats[1] > 0)
+        return loss, stop
+
+    def _check_step(self, loss: torch.Tensor, epoch: int, it: int, n_iter: int) -> bool:
+        """Raise ``NonFiniteLossError`` when any rank's loss is not finite (before the optimizer step);
+        returns whether any rank was asked to stop, so that every rank stops at the same iteration.
+
+        The iteration's one host sync, and the contract needs it: the step must wait for the verdict.
+        It reads two flags, never the loss itself (``_train_one_epoch`` reads that every PRINT_FREQ)."""
+        d, stop = self.dist, float(self.stop.signum is not None)
+        bad = ~torch.isfinite(loss)
+        if d.distributed:  # one small collective: no rank left waiting in the next all-reduce
+            flags = all_reduce_sum(torch.stack([bad.float(), torch.full((), stop, device=loss.device)]))
+            bad_ranks, stop = flags.tolist()
+        else:
+            bad_ranks = float(bad.item())
+        if bad_ranks:
+            loss_val = self._mean_over_ranks(loss)
+            raise NonFiniteLossError.at(loss_val, epoch, int(self.cfg.TRAIN.END_EPOCH), it, n_iter, self.global_step,
+                                        f"{LATEST} and {BEST} keep the state after epoch {self.epoch}")
+        return stop > 0
+
+    def _mean_over_ranks(self, value: torch.Tensor) -> float:
+        """``value``'s mean over ranks, read back to the host (a collective under DDP)."""
+        return float(all_reduce_sum(value.detach().clone())) / self.dist.world_size
 
     def _train_one_epoch(self, epoch: int) -> Dict[str, float]:
-        """Train epoch ``epoch`` (0-based); returns mean loss, times (s), throughput (images/s)."""
+        """Train epoch ``epoch`` (0-based); returns mean loss, times (s), throughput (images/s).
+
+        The losses are summed on the device (float64: the epoch mean is exact) and read back every
+        PRINT_FREQ iterations and at the epoch's end, not per iteration."""
         cfg, d = self.cfg, self.dist
         self.model.train()
         if self.data.train_sampler is not None:
@@ -221,21 +261,30 @@ class Trainer(ValidationMixin):
             # Augmentation is seeded from torch.initial_seed() (in a worker: drawn from the loader generator);
             # do the same here, so a resumed epoch repeats it exactly from the checkpointed generator.
             torch.manual_seed(int(torch.empty((), dtype=torch.int64).random_(generator=self.data.generator).item()))
-        n_iter = len(self.data.train_loader)
+        n_iter, print_freq = len(self.data.train_loader), max(int(cfg.PRINT_FREQ), 1)
         global_batch = int(cfg.TRAIN.BATCH_SIZE_PER_GPU) * d.world_size
-        loss_sum, data_time = 0.0, 0.0
+        epoch_sum, window_sum = (torch.zeros((), dtype=torch.float64, device=self.device) for _ in range(2))
+        window_n, data_time = 0, 0.0
         with EpochProgress(cfg, epoch, n_iter, global_batch, d.is_main, self.writer) as progress:
             t_data = time.time()
             for it, batch in enumerate(self.data.train_loader):
                 data_time += time.time() - t_data
-                loss_val, stop = self._train_step(batch, epoch, it, n_iter)
-                loss_sum += loss_val
-                progress.update(it, loss_val, self.global_step)
+                loss, stop = self._train_step(batch, epoch, it, n_iter)
+                epoch_sum += loss
+                window_sum += loss
+                window_n += 1
+                window = None
+                if self.global_step % print_freq == 0:  # every rank reaches it at the same iteration
+                    window = self._mean_over_ranks(window_sum) / window_n
+                    window_sum.zero_()
+                    window_n = 0
+                progress.update(it, self.global_step, window)
                 if stop:
                     raise TrainingInterrupted(self.stop.signum or signal.SIGTERM)
                 t_data = time.time()
+            train_loss = self._mean_over_ranks(epoch_sum) / n_iter  # waits for the device: then the clock
         elapsed = time.time() - progress.t0
-        return {"train_loss": loss_sum / n_iter, "train_time": elapsed, "data_time": data_time,
+        return {"train_loss": train_loss, "train_time": elapsed, "data_time": data_time,
                 "img_per_s": n_iter * global_batch / max(elapsed, 1e-9)}
 
     # ------------------------------------------------------------------ the run
@@ -245,6 +294,7 @@ class Trainer(ValidationMixin):
         bad config or another run's folder, ``NonFiniteLossError`` on divergence."""
         cfg = self.cfg
         self._session_start = time.time()
+        end_with_launcher()  # a torchrun rank dies with its launcher (signals.py)
         self._setup_device()
         seed_everything(int(cfg.SEED) + self.dist.rank)
         self._build_model_and_optimizer()  # fail fast: before any file or image is touched
@@ -261,13 +311,13 @@ class Trainer(ValidationMixin):
                     self.writer.close()
                     self.writer = None
                 self.stop.restore()
+                self.lock.release()
 
     def _start(self, checkpoint: Optional[Dict[str, Any]]) -> None:
         """config.yaml, the data, the resumed state, the TensorBoard writer."""
         cfg = self.cfg
         if self.dist.is_main:
-            with open(os.path.join(self.run_dir, rr.CONFIG), "w") as f:
-                f.write(cfg.dump())
+            write_text(rr.config_text(cfg), os.path.join(self.run_dir, rr.CONFIG))
             _logger.info("run %s -> %s (%s, %s, TensorBoard events, %s, %s, %s); device %s x %d, precision %s (%s); "
                          "watch: tensorboard --logdir %s", experiment_name(cfg), os.path.abspath(self.run_dir),
                          rr.CONFIG, rr.LOG, LATEST, BEST, METRICS, self.device, self.dist.world_size, self.amp.name,
@@ -277,6 +327,8 @@ class Trainer(ValidationMixin):
         self.data = build_run_data(cfg, self.dist)
         if checkpoint is not None:
             self._resume_from(checkpoint)
+            self._rewrite_missing_best()  # validation.py: a kill between checkpoint_latest.pth and model_best.pth
+            self._write_metrics()  # status running: this session trains (a study tells a killed one by it)
         # From here on Ctrl-C / SIGTERM end the run cleanly (earlier they abort the set-up at once).
         self.stop.install()
         if self.dist.is_main:

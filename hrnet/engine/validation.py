@@ -10,6 +10,7 @@ weights it runs never changes the training trajectory.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sys
 import time
@@ -21,7 +22,7 @@ from hrnet.engine import run_record as rr
 from hrnet.engine.distributed import all_gather_object, broadcast_buffers, merge_shards
 from hrnet.engine.loaders import recalibration_loader
 from hrnet.engine.run_record import BEST
-from hrnet.runtime.checkpoint import rng_fork, save_checkpoint
+from hrnet.runtime.checkpoint import load_checkpoint, rng_fork, save_checkpoint
 
 __all__ = ["ValidationMixin"]
 
@@ -43,7 +44,7 @@ class ValidationMixin:
     def _validate(self, step: int) -> Dict[str, Any]:
         """Validation at ``step`` (all ranks call): ``NME``, ``valid_loss``, ``metrics`` (``compute_metrics``),
         ``is_best``, ``eval_weights``, ``time`` (s), and for Lookahead ``NME_slow`` and ``NME_fast`` (the
-        weights not used for ``NME`` are evaluated too). Saves ``model_best.pth`` on a new best."""
+        weights not used for ``NME`` are evaluated too). A new best is kept for :meth:`_write_best`."""
         from hrnet.evaluation.evaluate import recalibrate_bn
 
         cfg, raw = self.cfg, self.raw_model
@@ -65,16 +66,16 @@ class ValidationMixin:
 
     def _score(self, step: int, model: nn.Module, weights: str) -> Dict[str, Any]:
         """``model`` (holding the ``weights`` named) evaluated at ``step``; on a new best its weights and
-        BN statistics, exactly those evaluated, become ``model_best.pth``."""
+        BN statistics, exactly those evaluated, become ``model_best.pth`` (:meth:`_write_best`)."""
         cfg = self.cfg
         merged, metrics = self._infer(model)
         nme = float(metrics["NME"])
         is_best = nme < self.best_nme
         if is_best:
             self.best_nme, self.best_epoch = nme, step
-            if self.dist.is_main:
-                save_checkpoint({"state_dict": model.state_dict(), "epoch": step, "NME": nme, "eval_weights": weights,
-                                 "config": cfg.dump()}, os.path.join(self.run_dir, BEST))
+            if self.dist.is_main:  # a copy: the weights evaluated may be swapped out before _write_best
+                self.pending_best = {"state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
+                                     "epoch": step, "NME": nme, "eval_weights": weights, "config": cfg.dump()}
         if self.data.gallery is not None and self.writer is not None:
             from hrnet.evaluation.visualize import gallery_heatmaps, gallery_image
 
@@ -83,6 +84,26 @@ class ValidationMixin:
                                   dataformats="HWC")
         return {"NME": nme, "valid_loss": float(merged["loss_sum"]) / max(int(merged["count"]), 1),
                 "metrics": metrics, "is_best": is_best, "eval_weights": weights}
+
+    def _write_best(self) -> None:
+        """Write the ``model_best.pth`` found by the last validation; the trainer calls it right after
+        ``checkpoint_latest.pth``, so a kill between the two leaves a best file of an earlier step, one
+        the checkpoint's history describes (:meth:`_rewrite_missing_best` restores the new one)."""
+        best, self.pending_best = getattr(self, "pending_best", None), None
+        if best is not None:
+            save_checkpoint(best, os.path.join(self.run_dir, BEST))
+
+    def _rewrite_missing_best(self) -> None:
+        """On resume (all ranks): when the checkpoint names its own step best but ``model_best.pth``
+        holds another step (killed between the two saves), validate that step again (the same weights,
+        RNG forked: the same NME) and write its best file."""
+        path, missing = os.path.join(self.run_dir, BEST), False
+        if self.dist.is_main and self.best_epoch == self.epoch:
+            missing = not os.path.isfile(path) or load_checkpoint(path).get("epoch") != self.best_epoch
+        if all_gather_object(missing)[0]:
+            self.best_nme = math.inf
+            self._validate(self.epoch)
+            self._write_best()
 
     def _score_other_weights(self, val: Dict[str, Any], use_slow: bool) -> None:
         """``NME_slow`` and ``NME_fast`` into ``val``: the Lookahead weights not used for ``NME`` are

@@ -8,7 +8,7 @@ Files of a run (``OUTPUT_DIR/<experiment>/``):
 
 * ``checkpoint_latest.pth``: ``{"state_dict", "optimizer", "scheduler", "warmup", "scaler",
   "epoch", "global_step", "best_nme", "best_epoch", "history", "rng", "wall_time", "config",
-  "format_version"}``; ``epoch`` is the number of *completed* training epochs, so training
+  "code_versions", "format_version"}``; ``epoch`` is the number of *completed* training epochs, so training
   continues with epoch index ``epoch``. ``state_dict`` holds the training (for Lookahead: fast)
   weights; ``slow_state_dict`` (Lookahead runs; None otherwise) the slow weights keyed by
   parameter name, the same tensors as ``optimizer["lookahead"]["slow_weights"]`` (keyed by the
@@ -26,14 +26,16 @@ import math
 import os
 import random
 import tempfile
-from typing import IO, Any, Callable, Dict, Iterator, List, Mapping, Optional, Union
+from typing import IO, Any, Callable, Collection, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
 
+from configs import ABSENT, config_differences, flat_config
+
 __all__ = ["save_checkpoint", "load_checkpoint", "extract_state_dict", "get_rng_state", "set_rng_state",
-           "seed_everything", "rng_fork", "CheckpointError", "jsonable", "write_json", "FORMAT_VERSION",
-           "RESUME_FREE_KEYS", "training_state", "slow_state_dict", "load_training_state", "restore_training_state",
+           "seed_everything", "rng_fork", "CheckpointError", "jsonable", "write_json", "write_text", "FORMAT_VERSION",
+           "training_state", "slow_state_dict", "load_training_state", "restore_training_state",
            "changed_config_keys", "clean_stale_tmp"]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -118,6 +120,12 @@ def write_json(obj: Any, path: PathLike, indent: Optional[int] = 2) -> None:
     """Write ``obj`` as strict JSON (:func:`jsonable`) to ``path`` atomically, UTF-8."""
     text = json.dumps(jsonable(obj), indent=indent, allow_nan=False)
     _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def write_text(text: str, path: PathLike) -> None:
+    """Write ``text`` to ``path`` atomically, UTF-8 (a reader never sees half a file)."""
+    data = text.encode("utf-8")
+    _atomic_write(path, lambda f: f.write(data))
 
 
 def _umask() -> int:
@@ -213,17 +221,14 @@ def rng_fork(generator: Optional[torch.Generator] = None) -> Iterator[None]:
 
 # ---------------------------------------------------------------------------- the training-state schema
 FORMAT_VERSION = 1
-#: Config keys that may differ between a checkpoint and the run resuming it: they change how long
-#: or how visibly the run goes on, never its trajectory. Any other change refuses the resume.
-RESUME_FREE_KEYS = frozenset({"TRAIN.RESUME", "TRAIN.END_EPOCH", "TRAIN.BEGIN_EPOCH", "WORKERS", "PRINT_FREQ",
-                              "OUTPUT_DIR"})
 
 
 def training_state(*, model: torch.nn.Module, optimizer, scheduler, warmup, scaler, epoch: int, global_step: int,
                    best_nme: float, best_epoch: int, history: list, rng: list, world_size: int, wall_time: float,
-                   config: str) -> Dict[str, Any]:
+                   config: str, code_versions: Sequence[Mapping[str, Any]] = ()) -> Dict[str, Any]:
     """The content of ``checkpoint_latest.pth`` (see the module docstring); ``rng`` holds one
-    :func:`get_rng_state` per rank, ``config`` the yaml dump, ``wall_time`` seconds."""
+    :func:`get_rng_state` per rank, ``config`` the yaml dump, ``wall_time`` seconds, ``code_versions``
+    the run's code so far (``hrnet.runtime.provenance.code_versions_after``)."""
     optimizer_state = optimizer.state_dict()
     return {
         "format_version": FORMAT_VERSION,
@@ -242,6 +247,7 @@ def training_state(*, model: torch.nn.Module, optimizer, scheduler, warmup, scal
         "world_size": int(world_size),
         "wall_time": float(wall_time),
         "config": config,
+        "code_versions": [dict(v) for v in code_versions],
     }
 
 
@@ -267,12 +273,13 @@ def slow_state_dict(model: torch.nn.Module, optimizer, optimizer_state: Mapping[
     return {names[id(p)]: slow[i] for i, p in enumerate(order)}
 
 
-def load_training_state(path: PathLike, cfg) -> Dict[str, Any]:
+def load_training_state(path: PathLike, cfg, free_keys: Collection[str] = ()) -> Dict[str, Any]:
     """Read a ``checkpoint_latest.pth`` for resuming with ``cfg``.
 
     Raises ``CheckpointError`` for another format version or a checkpoint without its config (the
     resume could not check what changed), and ``configs.ConfigError`` (one line listing every
-    changed key) when ``cfg`` differs from the checkpoint's config outside :data:`RESUME_FREE_KEYS`.
+    changed key) when ``cfg`` differs from the checkpoint's config outside ``free_keys`` (the
+    trainer's list: ``hrnet.engine.run_record.RESUME_FREE_KEYS``).
     """
     from configs import ConfigError
 
@@ -282,11 +289,11 @@ def load_training_state(path: PathLike, cfg) -> Dict[str, Any]:
     if not isinstance(ck.get("config"), str) or not ck["config"].strip():
         raise CheckpointError(f"{path}: the checkpoint stores no config, so a resume cannot check that the "
                               f"settings are unchanged; start a new run (EXPERIMENT_NAME) instead of --resume")
-    changed = changed_config_keys(ck["config"], cfg)
+    changed = changed_config_keys(ck["config"], cfg, free_keys)
     if changed:
-        raise ConfigError(f"cannot resume {path} with a changed config ({'; '.join(changed)}); only "
-                          f"{', '.join(sorted(RESUME_FREE_KEYS))} may change; start a new run (EXPERIMENT_NAME) "
-                          f"to change anything else")
+        free = f"only {', '.join(sorted(free_keys))} may change" if free_keys else "no key may change"
+        raise ConfigError(f"cannot resume {path} with a changed config ({'; '.join(changed)}); {free}; start a new "
+                          f"run (EXPERIMENT_NAME) to change anything else")
     return ck
 
 
@@ -302,28 +309,17 @@ def restore_training_state(ck: Mapping[str, Any], *, model: torch.nn.Module, opt
         scaler.load_state_dict(ck["scaler"])
 
 
-def _flat(node: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
-    """``{"A.B": value}`` of a nested config; tuples as lists (a yaml round trip makes lists)."""
-    out: Dict[str, Any] = {}
-    for k, v in node.items():
-        if isinstance(v, Mapping):
-            out.update(_flat(v, prefix + k + "."))
-        else:
-            out[prefix + k] = list(v) if isinstance(v, tuple) else v
-    return out
-
-
-def changed_config_keys(old_yaml: str, cfg) -> List[str]:
-    """``"KEY: old -> new"`` for every key outside :data:`RESUME_FREE_KEYS` where ``cfg`` differs
-    from the yaml dump ``old_yaml`` (a key present on one side only counts as changed)."""
+def changed_config_keys(old_yaml: str, cfg, free_keys: Collection[str] = ()) -> List[str]:
+    """``"KEY: old -> new"`` for every key outside ``free_keys`` where ``cfg`` differs from the yaml
+    dump ``old_yaml``, by ``configs.config_differences`` (a key added to the defaults since the dump
+    and left at its default is not a change)."""
     if not old_yaml:
         return []
     from yacs.config import CfgNode
 
-    old, new = _flat(CfgNode.load_cfg(old_yaml)), _flat(cfg)
+    diffs = config_differences(flat_config(CfgNode.load_cfg(old_yaml)), flat_config(cfg), free_keys)
+    return [f"{k}: {_show(old)} -> {_show(new)}" for k, old, new in diffs]
 
-    def show(flat: Dict[str, Any], key: str) -> str:
-        return repr(flat[key]) if key in flat else "<absent>"
 
-    return [f"{k}: {show(old, k)} -> {show(new, k)}" for k in sorted(set(old) | set(new))
-            if k not in RESUME_FREE_KEYS and (k not in old or k not in new or old[k] != new[k])]
+def _show(value: Any) -> str:
+    return value if value == ABSENT else repr(value)

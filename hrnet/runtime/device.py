@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from typing import Any, ContextManager, Dict, Optional
 
 import torch
+import torch.nn.functional as F
 
-__all__ = ["configure_backends", "select_device", "cpu_has_native_bf16", "cuda_has_native_bf16", "AmpPolicy",
+__all__ = ["configure_backends", "configure_backends_from_cfg", "select_device", "cpu_has_native_bf16", "cuda_has_native_bf16", "AmpPolicy",
            "amp_policy", "amp_policy_from_cfg", "DeviceError"]
 
 _logger = logging.getLogger(__name__)
@@ -54,15 +55,54 @@ def select_device(device: str = "auto", local_rank: int = 0) -> torch.device:
     return torch.device("cuda", local_rank % torch.cuda.device_count())
 
 
-def configure_backends(deterministic: bool, cudnn_benchmark: bool) -> None:
-    """``DETERMINISTIC`` (deterministic kernels, no autotuner) or ``CUDNN.BENCHMARK``, process-wide."""
+def _bilinear_backward_is_deterministic(device: torch.device) -> bool:
+    """Whether the model's bilinear upsampling (branch fusion and head) has a deterministic backward
+    on ``device``: asked of torch itself under ``use_deterministic_algorithms(True)`` (CUDA has none in
+    torch 2.x; a later torch that adds one passes)."""
+    x = torch.zeros(1, 1, 2, 2, device=device, requires_grad=True)
+    try:
+        F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False).sum().backward()
+    except RuntimeError:
+        return False
+    return True
+
+
+def configure_backends(deterministic: bool, cudnn_benchmark: bool, tf32: bool = False,
+                       device: Optional[torch.device] = None) -> Dict[str, bool]:
+    """``DETERMINISTIC``, ``CUDNN.BENCHMARK`` and ``TF32``, process-wide (set both ways, so an earlier
+    run in the same process leaves nothing behind). Returns the settings in effect on ``device``.
+
+    ``DETERMINISTIC`` means every kernel deterministic (``warn_only=False``: an op without a
+    deterministic kernel raises rather than silently varying) and no autotuner. Raises
+    ``DeviceError`` (naming DETERMINISTIC) on a device where the model's bilinear upsampling
+    backward has no deterministic kernel (CUDA): such a run could not keep the promise.
+    ``TF32`` (CUDA only, Ampere or newer): float32 matmuls and convolutions on TF32 tensor cores;
+    False keeps them IEEE float32 (torch's own default lets cuDNN convolutions use TF32).
+    """
+    device = torch.device("cpu") if device is None else torch.device(device)
+    deterministic = bool(deterministic)
+    torch.use_deterministic_algorithms(deterministic, warn_only=False)
+    if deterministic and not _bilinear_backward_is_deterministic(device):
+        torch.use_deterministic_algorithms(False)
+        raise DeviceError(f"DETERMINISTIC True: the model's bilinear upsampling has no deterministic backward "
+                          f"kernel on {device.type} (torch {torch.__version__}); set DETERMINISTIC False, or "
+                          f"DEVICE cpu for bitwise-repeatable training")
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
-    else:
-        torch.backends.cudnn.benchmark = bool(cudnn_benchmark)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = bool(cudnn_benchmark) and not deterministic
+    tf32 = bool(tf32) and device.type == "cuda"  # off elsewhere: a CPU run's numerics never depend on it
+    # The legacy flags set cuDNN conv and RNN alike (mixing them with fp32_precision makes torch raise).
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    return {"deterministic": deterministic, "tf32": tf32,
+            "cudnn_benchmark": torch.backends.cudnn.benchmark and device.type == "cuda"}
+
+
+def configure_backends_from_cfg(cfg, device: torch.device) -> Dict[str, bool]:
+    """:func:`configure_backends` of ``cfg.DETERMINISTIC``, ``cfg.CUDNN.BENCHMARK``, ``cfg.TF32`` on ``device``:
+    what training uses (the trainer and ``benchmark train-step`` both call it)."""
+    return configure_backends(bool(cfg.DETERMINISTIC), bool(cfg.CUDNN.BENCHMARK), bool(cfg.TF32), device)
 
 
 #: Where the CPU's feature flags are read (a module attribute so tests can point it elsewhere).

@@ -8,8 +8,10 @@ the user's), the no-learning floors (``floors.py``) and the calibration of the s
 (``calibration.py``), per-arm statistics over all finished seeds (final NME as a fraction of the
 floor, "has not learned", censored epochs-to-reach), the paired comparisons with Holm-adjusted
 verdicts (``comparisons.py``), the trend with training length (``trend.py``), the rankings,
-sensitivity and real-photo results on common seeds (``rankings.py``) and the verdict sentences
-(``verdict.py``). Arms that are shorter or longer versions of another arm enter the trend only;
+sensitivity and real-photo results on common seeds (``rankings.py``), the answer's sections (Lookahead
+against the user's other optimizers, effective-step pairs, effective time, k x alpha, tuned against
+tuned, the table of Holm families fixed by the plan and the machines: ``families.py``) and the
+verdict sentences (``verdict.py``). Arms that are shorter or longer versions of another arm enter the trend only;
 every other family compares arms at the reference's training length. Only finished runs enter
 any statistic. Paths in the report are relative to the working directory.
 """
@@ -23,12 +25,16 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 from configs import load_config
 from hrnet.engine.run_record import hparams, read_metrics
 from hrnet.study.analyse import stats
+from hrnet.study.analyse.answer import reference_families
 from hrnet.study.analyse.calibration import calibration
+from hrnet.study.analyse.code_versions import provenance
 from hrnet.study.analyse.comparisons import lookahead_slow_fast, same_lr_pairs, vs_reference
+from hrnet.study.analyse.families import answer_sections
 from hrnet.study.analyse.floors import LEARNED_FRACTION, has_learned, study_floors
 from hrnet.study.analyse.rankings import ranking, real_hands_summary, sensitivity
-from hrnet.study.analyse.real_photos import evaluate_real_hands, real_hand_sets
-from hrnet.study.plan.runs import read_sessions, run_status
+from hrnet.study.analyse.real_photos import FROM_RECORDS, evaluate_real_hands, study_real_sets
+from hrnet.study.plan.identity import run_code_versions
+from hrnet.study.plan.runs import STALE, UNVERIFIED, read_sessions, run_status
 from hrnet.study.plan.scale import (arm_config, arm_setting, iteration_summary, scale_rows, training_iterations,
                                user_iterations)
 from hrnet.study.plan.spec import PlannedRun, Study, plan_runs
@@ -41,13 +47,16 @@ __all__ = ["collect", "analyse", "rel_path", "STATISTICS"]
 STATISTICS = ("per arm: mean, sample std (ddof 1) and 95% Student t interval over its finished seeds (labelled "
               "'all seeds'); rankings, LR ranges and side-by-side means over the seeds all their arms share; "
               "comparisons: paired by seed, mean of (arm - other) with its unadjusted 95% Student t interval and "
-              "the paired t-test's p-value, Holm-adjusted within each family of comparisons; the verdict "
+              "the paired t-test's p-value, Holm-adjusted within each family of comparisons, a family fixed by "
+              "the plan (m = its planned members, those not yet measured counting as p = 1; 'provisional' until "
+              "all are measured); where the question is whether two arms match, two one-sided paired t-tests "
+              "(TOST) at a stated margin; the verdict "
               f"(better / worse) needs an adjusted p < 0.05 and at least {stats.MIN_PAIRS} pairs ('too few seeds' "
               f"otherwise), and a comparison whose two sides both end above {LEARNED_FRACTION:g} x the box-centre "
               "floor reads 'has not learned'; best NME is selected on the validation set (optimistic) and gets "
               "no verdict; the trend with training length: Lookahead(X) - X paired by seed at each length (one Holm "
-              "family) and the per-seed change of that gap from the shortest to the longest length, over the seeds "
-              "all four arms finished (one Holm family over the lines)")
+              "family) and the per-seed change of that gap between the shortest and the longest lengths where "
+              "both arms learned, over the seeds all four arms finished (one Holm family over the lines)")
 
 
 def rel_path(path: Optional[str]) -> Optional[str]:
@@ -88,8 +97,9 @@ def _record(run: PlannedRun, out_dir: str) -> Dict[str, Any]:
         "wall_time_s": _num(info.get("wall_time_s")), "curves": dict(curves, epoch=[int(h.get("epoch", i))
                                                                               for i, h in enumerate(history)]),
         "eval_weights": history[-1].get("eval_weights") if history else None, "sessions": len(sessions),
-        "machine": _machine(info),
+        "machine": _machine(info), "code_versions": run_code_versions(info) if info else [],
     }
+    rec["code_version"] = rec["code_versions"][-1]["label"] if info else None
     rec.update(_overhead(sessions, history))
     return rec
 
@@ -113,15 +123,16 @@ def collect(study: Study, out_dir: str, evaluate_real: bool = True) -> List[Dict
     """One record per planned run, read back from its folder (``metrics.json`` through
     ``hrnet.engine.run_record``, the study's session records, the cached real-hand evaluation of
     the final model). Works from those small files alone: no checkpoint is opened when the
-    real-photo result is cached."""
-    sets = real_hand_sets(study.real_hands) if evaluate_real else {}
+    real-photo result is cached; without the photo folder the committed caches are the results."""
+    runs = plan_runs(study, out_dir)
+    sets, committed = study_real_sets(study.real_hands, [r.run_dir for r in runs]) if evaluate_real else ({}, None)
     records = []
-    for run in plan_runs(study, out_dir):
+    for run in runs:
         rec = _record(run, out_dir)
         rec["epochs_to_reach"] = {f"{lv:g}": stats.epochs_to_reach(rec["curves"]["epoch"], rec["curves"]["NME"], lv)
                                   for lv in study.nme_levels}
         if rec["status"] == "finished" and sets:
-            rec["real_hands"] = evaluate_real_hands(run.run_dir, sets, rec["pck_key"])
+            rec["real_hands"] = evaluate_real_hands(run.run_dir, sets, rec["pck_key"], committed)
         records.append(rec)
     return records
 
@@ -151,8 +162,9 @@ def _family(hp: Mapping[str, Any]) -> str:
 
 
 def finished(records: Sequence[Mapping[str, Any]]) -> List[Mapping[str, Any]]:
-    """The records that enter the statistics: finished runs only."""
-    return [r for r in records if r["status"] == "finished"]
+    """The records that enter the statistics: finished runs only, in seed order (whatever the order
+    of the records, the same lists and the same floating-point sums)."""
+    return sorted((r for r in records if r["status"] == "finished"), key=lambda r: r["seed"])
 
 
 def _arm_entry(study: Study, arm, rs: Sequence[Mapping[str, Any]], floor: Optional[float]) -> Dict[str, Any]:
@@ -160,7 +172,8 @@ def _arm_entry(study: Study, arm, rs: Sequence[Mapping[str, Any]], floor: Option
     its runs recorded them (from its config before any run), ``setting`` from its config."""
     done = finished(rs)
     cfg = arm_config(study, arm)
-    hp = next((r["hparams"] for r in rs if r["hparams"]), None) or {k: v for k, v in hparams(cfg, 1).items()
+    by_seed = sorted(rs, key=lambda r: r["seed"])  # the first seed's, whatever the records' order
+    hp = next((r["hparams"] for r in by_seed if r["hparams"]), None) or {k: v for k, v in hparams(cfg, 1).items()
                                                                     if k != "seed"}
     entry: Dict[str, Any] = {
         "config": os.path.relpath(arm.config, os.path.dirname(study.path)), "overrides": list(arm.overrides),
@@ -169,6 +182,7 @@ def _arm_entry(study: Study, arm, rs: Sequence[Mapping[str, Any]], floor: Option
         "n_finished": len(done), "n_runs": len(rs), "statuses": {r["name"]: r["status"] for r in rs},
         "iterations": sorted({r["iterations"] for r in rs if r["iterations"] is not None}),
         "setting": arm_setting(cfg), "priority": arm.priority,
+        "seed_priority": {str(k): v for k, v in getattr(arm, "seed_priority", ())},
     }
     for key in SUMMARISED:
         entry[key] = stats.summarize([r[key] for r in done]).to_dict()
@@ -185,7 +199,7 @@ def analyse(study: Study, records: Sequence[Mapping[str, Any]], out_dir: str) ->
     """The report dict: protocol, scale, floors, calibration, per-run records, per-arm statistics,
     comparisons (vs the reference, same-LR pairs, Lookahead slow vs fast) and the ranking,
     sensitivity and real photos over the arms at the reference's length; the trend; the verdict."""
-    sets = real_hand_sets(study.real_hands)
+    sets, committed = study_real_sets(study.real_hands, [r.run_dir for r in plan_runs(study, out_dir)])
     floors = study_floors(arm_config(study, study.arm(study.reference)), sets, out_dir)
     floors["learned_fraction"] = LEARNED_FRACTION
     floor = floors["valid"]["box_centre"]["NME"] if floors.get("available") else None
@@ -201,15 +215,30 @@ def analyse(study: Study, records: Sequence[Mapping[str, Any]], out_dir: str) ->
         "iterations": iteration_summary(records, arms), "floors": floors,
         "calibration": calibration(study.reference, records, floors), "runs": list(records), "arms": arms,
         "length_variants": variants, "ranking": ranking(main),
-        "comparisons": vs_reference(study.reference, main_runs, main),
+        "comparisons": vs_reference(study.reference, main_runs, main, reference_families(main, study.reference)),
         "same_lr": same_lr_pairs(main_runs, main),
         "trend": trend(by_arm, arms, study.reference, user_iterations()),
         "lookahead": lookahead_slow_fast(main_runs, main),
         "sensitivity": sensitivity(main),
         "real_hands": real_hands_summary(study.reference, main_runs, main, sets, floors, rel_path(study.real_hands)),
     }
-    report["verdict"] = verdict(report)
+    if committed is not None and report["real_hands"].get("available"):
+        report["real_hands"]["source"] = FROM_RECORDS
+    report.update(answer_sections(study.reference, by_arm, arms, main, report))
+    report["provenance"] = provenance(report, by_arm)
+    report["verdict"] = _stale_sentence(records) + verdict(report)
     return report
+
+
+def _stale_sentence(records: Sequence[Mapping[str, Any]]) -> List[str]:
+    """The runs whose folder holds another config than the plan's: they count for nothing."""
+    stale = [r for r in records if r["status"] in (STALE, UNVERIFIED)]
+    if not stale:
+        return []
+    return [f"{len(stale)} run folder(s) hold a run of another config than this plan (stale: stored -> planned) "
+            "or no config.yaml (unverified), and "
+            "count for nothing (restore the plan, or train with --move-stale): "
+            + "; ".join(f"{r['name']} ({r['reason']})" for r in stale[:4]) + (" ..." if len(stale) > 4 else "") + "."]
 
 
 def _protocol(study: Study, out_dir: str) -> Dict[str, Any]:

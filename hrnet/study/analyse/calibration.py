@@ -21,7 +21,8 @@ TARGET_FRACTION = 0.7
 def calibration(reference: str, runs: Sequence[Mapping[str, Any]], floors: Mapping[str, Any]) -> Dict[str, Any]:
     """The reference arm's final NME over its finished seeds against the floors: mean, fraction of
     the box-centre floor, whether it is at or below :data:`TARGET_FRACTION` x (None when unknown)."""
-    done = [r for r in runs if r["arm"] == reference and r["status"] == "finished" and r["final_NME"] is not None]
+    done = sorted((r for r in runs if r["arm"] == reference and r["status"] == "finished"
+                   and r["final_NME"] is not None), key=lambda r: r["seed"])
     final = stats.summarize([r["final_NME"] for r in done])
     valid = floors.get("valid") or {}
     box = valid.get("box_centre", {}).get("NME")

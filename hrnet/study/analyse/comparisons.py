@@ -10,6 +10,13 @@
 
 Only finished runs enter, paired by seed. A comparison whose two sides both "have not learned"
 (``floors.LEARNED_FRACTION``) reads so instead of better / worse.
+
+Families are fixed by the plan (:func:`compare_family`): Holm's ``m`` is the number of planned
+members, whether or not they have finished (a member without a p-value counts as p = 1), so a
+run finishing in one family never changes another family's verdicts and, in its own family, can
+only lower the others' adjusted p-values; a family whose members have fewer pairs than their
+arms plan is marked ``provisional``. Each comparison names the machines (CPU model and flags
+recorded in ``metrics.json``) of the runs it pairs.
 """
 from __future__ import annotations
 
@@ -21,14 +28,16 @@ import numpy as np
 from hrnet.study.analyse import stats
 
 __all__ = ["COMPARED_METRICS", "per_seed", "vs_reference", "same_lr_pairs", "lookahead_pairs", "lookahead_slow_fast",
-           "family_dicts", "OPTIMIZER_KEYS"]
+           "family_dicts", "compare_family", "planned_pairs", "machines", "OPTIMIZER_KEYS"]
 
 #: The metrics compared with the reference arm: (record key, title, lower is better).
 COMPARED_METRICS = (("final_NME", "final NME", True), ("final_valid_loss", "final valid loss", True),
                     ("PCK", "final PCK", False), ("AUC", "final AUC", False))
-#: Settings that may differ between the two sides of a same-LR pair (the rest of ``arm_setting``,
-#: training length and iterations included, must agree).
-OPTIMIZER_KEYS = frozenset({"optimizer", "inner", "k", "alpha", "seed"})
+#: Settings that may differ between the two sides of a same-LR pair: the optimizer being compared,
+#: under its config keys and its short ``hparams`` names. The rest of ``arm_setting`` (the whole
+#: resolved config, training length and iterations included) must agree.
+OPTIMIZER_KEYS = frozenset({"optimizer", "inner", "k", "alpha", "seed", "TRAIN.OPTIMIZER", "TRAIN.LOOKAHEAD.INNER",
+                            "TRAIN.LOOKAHEAD.K", "TRAIN.LOOKAHEAD.ALPHA"})
 
 
 def per_seed(records: Sequence[Mapping[str, Any]], key: str) -> Dict[int, Optional[float]]:
@@ -40,23 +49,66 @@ def _not_learned(arms: Mapping[str, Mapping[str, Any]], a: str, b: str) -> bool:
     return arms[a].get("learned") is False and arms[b].get("learned") is False
 
 
-def family_dicts(family: Mapping[str, stats.PairedComparison], not_learned: Sequence[str] = ()
-                 ) -> Dict[str, Dict[str, Any]]:
-    """Holm-adjust a family and return its comparisons as dicts."""
-    return {k: c.to_dict() for k, c in stats.adjust_family(family, not_learned).items()}
+def family_dicts(family: Mapping[str, stats.PairedComparison], not_learned: Sequence[str] = (),
+                 m: Optional[int] = None) -> Dict[str, Dict[str, Any]]:
+    """Holm-adjust a family (planned size ``m``, ``stats.holm``) and return its comparisons as dicts."""
+    return {k: c.to_dict() for k, c in stats.adjust_family(family, not_learned, m).items()}
+
+
+def planned_pairs(arms: Mapping[str, Mapping[str, Any]], a: str, b: str) -> Optional[int]:
+    """The seeds both arms plan (None when an entry does not list its seeds)."""
+    if "seeds" not in arms.get(a, {}) or "seeds" not in arms.get(b, {}):
+        return None
+    return len(set(arms[a]["seeds"]) & set(arms[b]["seeds"]))
+
+
+def _machine_name(r: Mapping[str, Any]) -> str:
+    m = r.get("machine") or {}
+    if not m.get("cpu"):
+        return "not recorded"
+    flags = m.get("cpu_flags") or []
+    return m["cpu"] + (f" ({', '.join(sorted(flags))})" if flags else "")
+
+
+def machines(by_arm: Mapping[str, Sequence[Mapping[str, Any]]], a: str, b: str, seeds: Sequence[int]
+             ) -> Dict[str, Any]:
+    """The machines (CPU model and flags) of the finished runs of ``a`` and ``b`` at ``seeds``:
+    ``machines`` (distinct, sorted) and ``mixed_machines`` (the pairs span more than one CPU)."""
+    names = sorted({_machine_name(r) for arm in (a, b) for r in by_arm.get(arm, ())
+                    if r["status"] == "finished" and r["seed"] in set(seeds)})
+    return {"machines": names, "mixed_machines": len(names) > 1}
+
+
+def compare_family(by_arm: Mapping[str, Sequence[Mapping[str, Any]]], arms: Mapping[str, Mapping[str, Any]],
+                   members: Mapping[str, Tuple[str, str]], key: str = "final_NME", lower_is_better: bool = True
+                   ) -> Dict[str, Dict[str, Any]]:
+    """One Holm family fixed by the plan: ``name -> (arm, other)``, each ``arm - other`` in ``key``
+    paired by seed; m = the number of members. Every dict gets ``provisional`` (some member has
+    fewer pairs than the two arms plan) and the machines of its runs."""
+    family = {k: stats.paired_comparison(per_seed(by_arm[a], key), per_seed(by_arm[b], key),
+                                         lower_is_better=lower_is_better) for k, (a, b) in members.items()}
+    stuck = [k for k, (a, b) in members.items() if _not_learned(arms, a, b)]
+    out = family_dicts(family, stuck, len(members))
+    provisional = any(out[k]["n"] < (planned_pairs(arms, a, b) or 0) for k, (a, b) in members.items())
+    for k, (a, b) in members.items():
+        out[k].update(provisional=provisional, **machines(by_arm, a, b, out[k]["seeds"]))
+    return out
 
 
 def vs_reference(reference: str, by_arm: Mapping[str, Sequence[Mapping[str, Any]]],
-                 arms: Mapping[str, Mapping[str, Any]]) -> Dict[str, Dict[str, Any]]:
-    """``arm -> metric -> comparison`` of every other arm with ``reference``; one Holm family per metric."""
+                 arms: Mapping[str, Mapping[str, Any]], families: Optional[Mapping[str, Sequence[str]]] = None
+                 ) -> Dict[str, Dict[str, Any]]:
+    """``arm -> metric -> comparison`` of every other arm with ``reference``; per metric one Holm
+    family per entry of ``families`` (``name -> arms``; default: one family of every other arm),
+    each comparison labelled with its ``family``."""
     others = [a for a in by_arm if a != reference]
+    families = families if families is not None else {"all": others}
     out: Dict[str, Dict[str, Any]] = {a: {} for a in others}
-    stuck = [a for a in others if _not_learned(arms, a, reference)]
-    for key, _, lower in COMPARED_METRICS:
-        ref = per_seed(by_arm[reference], key)
-        family = {a: stats.paired_comparison(per_seed(by_arm[a], key), ref, lower_is_better=lower) for a in others}
-        for a, c in family_dicts(family, stuck).items():
-            out[a][key] = c
+    for name, members in families.items():
+        for key, _, lower in COMPARED_METRICS:
+            got = compare_family(by_arm, arms, {a: (a, reference) for a in members}, key, lower)
+            for a, c in got.items():
+                out[a][key] = dict(c, family=name)
     return out
 
 
@@ -70,7 +122,7 @@ def _main_k_alpha(arms: Mapping[str, Mapping[str, Any]]) -> Optional[Tuple[Any, 
 
 
 def _same_setting(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-    """Same settings (LR, batch, wd, model, scale, epochs, LR steps, iterations) but the optimizer's own."""
+    """Same settings (the whole resolved config, iterations included) but the optimizer's own."""
     sa = {k: v for k, v in a["setting"].items() if k not in OPTIMIZER_KEYS}
     sb = {k: v for k, v in b["setting"].items() if k not in OPTIMIZER_KEYS}
     return a["lr"] is not None and sa == sb
@@ -94,19 +146,16 @@ def same_lr_pairs(by_arm: Mapping[str, Sequence[Mapping[str, Any]]], arms: Mappi
     (the other (k, alpha) are the k x alpha grid's); one Holm family. ``pairs`` sorted by optimizer and LR."""
     ka = _main_k_alpha(arms)
     pairs: List[Dict[str, Any]] = []
-    family: Dict[str, stats.PairedComparison] = {}
-    stuck: List[str] = []
+    members: Dict[str, Tuple[str, str]] = {}
     for la, base in lookahead_pairs(arms):
         e = arms[la]
         if (e["k"], e["alpha"]) != ka:
             continue
         key = f"{la} - {base}"
-        family[key] = stats.paired_comparison(per_seed(by_arm[la], "final_NME"), per_seed(by_arm[base], "final_NME"))
-        if _not_learned(arms, la, base):
-            stuck.append(key)
+        members[key] = (la, base)
         pairs.append({"key": key, "lr": e["lr"], "optimizer": arms[base]["family"], "lookahead_arm": la,
                       "base_arm": base})
-    adjusted = family_dicts(family, stuck)
+    adjusted = compare_family(by_arm, arms, members)
     for p in pairs:
         p["comparison"] = adjusted[p["key"]]
     pairs.sort(key=lambda p: (p["optimizer"], p["lr"]))

@@ -12,6 +12,9 @@ arm's final NME against the reference) gets Holm-adjusted p-values (:func:`holm`
 uses them (:func:`adjust_family`); the unadjusted interval stays beside it. No verdict comes from
 fewer than :data:`MIN_PAIRS` pairs (:data:`TOO_FEW`), and a comparison whose two sides have not
 learned (both above the no-learning floor's threshold) gets :data:`NOT_LEARNED`, never better/worse.
+A family's size is the one its plan gives (``m`` of :func:`holm`), not the members finished so far.
+Where the question is "does it match", :func:`equivalence_test` (two one-sided tests, TOST) asks
+whether the paired difference lies within a stated margin.
 """
 from __future__ import annotations
 
@@ -23,13 +26,16 @@ import numpy as np
 
 __all__ = ["Summary", "PairedComparison", "summarize", "t_quantile", "paired_comparison", "holm", "adjust_family",
            "decide", "epochs_to_reach", "censored_reach", "common_seeds", "mean_on_seeds", "rank_on_common_seeds",
-           "BETTER", "WORSE", "NO_DIFFERENCE", "TOO_FEW", "NOT_LEARNED", "MIN_PAIRS"]
+           "Equivalence", "equivalence_test", "adjust_equivalence", "BETTER", "WORSE", "NO_DIFFERENCE", "TOO_FEW",
+           "NOT_LEARNED", "EQUIVALENT", "NOT_SHOWN_EQUIVALENT", "MIN_PAIRS"]
 
 BETTER = "better"
 WORSE = "worse"
 NO_DIFFERENCE = "no detectable difference at this n"
 TOO_FEW = "too few seeds"
 NOT_LEARNED = "has not learned"
+EQUIVALENT = "equivalent within the margin"
+NOT_SHOWN_EQUIVALENT = "not shown equivalent at this n"
 #: The fewest seed pairs a verdict is drawn from (a t interval with 1 degree of freedom says little).
 MIN_PAIRS = 3
 
@@ -164,33 +170,38 @@ def paired_comparison(arm: Mapping[int, Optional[float]], reference: Mapping[int
                             decide(s.n, s.mean, p, lower_is_better, level, not_learned), lower_is_better, level)
 
 
-def holm(p_values: Sequence[float]) -> List[float]:
-    """Holm's step-down adjusted p-values, in the input order; NaN entries stay NaN and do not count.
+def holm(p_values: Sequence[float], m: Optional[int] = None) -> List[float]:
+    """Holm's step-down adjusted p-values, in the input order; NaN entries stay NaN.
 
-    With the m finite p-values sorted ascending, ``p_adj(i) = max_{j <= i} min(1, (m - j + 1) p(j))``
-    (1-based ``j``): rejecting where ``p_adj < alpha`` keeps the family-wise error rate <= alpha.
+    With the p-values sorted ascending, ``p_adj(i) = max_{j <= i} min(1, (m - j + 1) p(j))`` (1-based
+    ``j``): rejecting where ``p_adj < alpha`` keeps the family-wise error rate <= alpha. ``m``: the
+    family's planned size (default: the finite p-values); members without a p-value yet count as
+    p = 1 (sorted last), so each adjusted p is an upper bound of the one the complete family gives
+    with the same measured p-values: a member finishing can only lower the others' adjusted p.
     """
     idx = [i for i, p in enumerate(p_values) if p is not None and math.isfinite(p)]
     order = sorted(idx, key=lambda i: p_values[i])
+    size = len(order) if m is None else max(int(m), len(order))
     out = [math.nan] * len(p_values)
     running = 0.0
     for rank, i in enumerate(order):
-        running = max(running, min(1.0, (len(order) - rank) * float(p_values[i])))
+        running = max(running, min(1.0, (size - rank) * float(p_values[i])))
         out[i] = running
     return out
 
 
-def adjust_family(family: Mapping[str, PairedComparison], not_learned: Iterable[str] = ()
-                  ) -> Dict[str, PairedComparison]:
+def adjust_family(family: Mapping[str, PairedComparison], not_learned: Iterable[str] = (),
+                  m: Optional[int] = None) -> Dict[str, PairedComparison]:
     """The comparisons of one family with Holm-adjusted p-values and the verdicts they give.
 
     Every comparison with a p-value (two pairs or more) counts in the family, including those
-    too small for a verdict, so the correction is never smaller than the tests drawn.
+    too small for a verdict, so the correction is never smaller than the tests drawn; ``m``: the
+    planned family size (:func:`holm`), for a family fixed by the plan rather than by what finished.
     ``not_learned``: the keys whose two sides both have not learned (verdict :data:`NOT_LEARNED`).
     """
     keys = list(family)
-    adjusted = holm([family[k].p_value for k in keys])
-    m = sum(math.isfinite(p) for p in adjusted)
+    adjusted = holm([family[k].p_value for k in keys], m)
+    m = max(m or 0, sum(math.isfinite(p) for p in adjusted))
     skip = set(not_learned)
     out = {}
     for k, p in zip(keys, adjusted):
@@ -198,6 +209,74 @@ def adjust_family(family: Mapping[str, PairedComparison], not_learned: Iterable[
         out[k] = replace(c, p_adjusted=p, family_size=m,
                          verdict=decide(c.n, c.mean_diff, p, c.lower_is_better, c.level, k in skip))
     return out
+
+
+@dataclass(frozen=True)
+class Equivalence:
+    """Two one-sided paired t-tests (TOST) of ``-margin < mean(arm - reference) < margin``.
+
+    ``p_lower``: H0 mean <= -margin; ``p_upper``: H0 mean >= +margin; ``p_value`` the larger of the
+    two; equivalence at level ``1 - alpha`` exactly when the ``1 - 2 alpha`` interval
+    (``ci_low``, ``ci_high``: 90% at the default 95%) lies inside (-margin, +margin).
+    """
+    seeds: tuple
+    diffs: tuple
+    margin: float
+    mean_diff: float
+    ci_low: float
+    ci_high: float
+    p_lower: float
+    p_upper: float
+    p_value: float
+    p_adjusted: float
+    verdict: str
+    level: float = 0.95
+    family_size: int = 1
+
+    @property
+    def n(self) -> int:
+        return len(self.seeds)
+
+    def to_dict(self) -> Dict[str, object]:
+        d = asdict(self)
+        d["seeds"], d["diffs"], d["n"] = list(self.seeds), list(self.diffs), self.n
+        return d
+
+
+def _equivalence_verdict(n: int, p: float, level: float) -> str:
+    if n < MIN_PAIRS:
+        return TOO_FEW
+    return EQUIVALENT if math.isfinite(p) and p < 1.0 - level else NOT_SHOWN_EQUIVALENT
+
+
+def equivalence_test(arm: Mapping[int, Optional[float]], reference: Mapping[int, Optional[float]], margin: float,
+                     level: float = 0.95) -> Equivalence:
+    """TOST of ``arm - reference`` paired by seed (the seeds where both are finite) at ``+-margin``."""
+    from scipy.stats import t
+
+    seeds = sorted(s for s in arm if s in reference and _ok(arm[s]) and _ok(reference[s]))
+    diffs = np.array([float(arm[s]) - float(reference[s]) for s in seeds], dtype=np.float64)
+    s = summarize(diffs, 1.0 - 2.0 * (1.0 - level))
+    p_lo = p_hi = math.nan
+    if s.n >= 2 and margin > 0:
+        se = s.std / math.sqrt(s.n)
+        if se == 0:
+            p_lo, p_hi = float(s.mean <= -margin), float(s.mean >= margin)
+        else:
+            p_lo = float(t.sf((s.mean + margin) / se, s.n - 1))
+            p_hi = float(t.cdf((s.mean - margin) / se, s.n - 1))
+    p = max(p_lo, p_hi) if math.isfinite(p_lo) else math.nan
+    return Equivalence(tuple(seeds), tuple(float(d) for d in diffs), float(margin), s.mean, s.ci_low, s.ci_high,
+                       p_lo, p_hi, p, p, _equivalence_verdict(s.n, p, level), level)
+
+
+def adjust_equivalence(family: Mapping[str, Equivalence], m: Optional[int] = None) -> Dict[str, Equivalence]:
+    """The TOST results of one family with Holm-adjusted p-values (planned size ``m``) and their verdicts."""
+    keys = list(family)
+    adjusted = holm([family[k].p_value for k in keys], m)
+    size = max(m or 0, sum(math.isfinite(p) for p in adjusted))
+    return {k: replace(family[k], p_adjusted=p, family_size=size,
+                       verdict=_equivalence_verdict(family[k].n, p, family[k].level)) for k, p in zip(keys, adjusted)}
 
 
 def epochs_to_reach(epochs: Sequence[int], values: Sequence[Optional[float]], level: float) -> Optional[int]:

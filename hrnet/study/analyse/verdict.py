@@ -6,43 +6,15 @@ ranges are on common seeds (stated), and the best NME (selected on the validatio
 """
 from __future__ import annotations
 
-import math
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, List, Mapping
 
 from hrnet.study.analyse import stats
+from hrnet.study.analyse.answer_text import (answer_sentences, closing_sentences, family_sentences, ranking_sentence,
+                                             trend_change_text)
 from hrnet.study.analyse.calibration import calibration_sentence
+from hrnet.study.analyse.words import _grouped, fmt, fmt_p
 
 __all__ = ["verdict", "fmt", "fmt_p", "measured_range"]
-
-_ORDER = (stats.BETTER, stats.WORSE, stats.NO_DIFFERENCE, stats.TOO_FEW, stats.NOT_LEARNED)
-
-
-def fmt(v: Optional[float], spec: str = ".4f") -> str:
-    """A number, or ``-`` when it is missing or not finite."""
-    return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
-
-
-def fmt_p(p: Optional[float]) -> str:
-    """A p-value with 3 decimals, ``<0.001`` below that."""
-    return "<0.001" if p is not None and math.isfinite(p) and p < 0.001 else fmt(p, ".3f")
-
-
-def _comp_text(name: str, c: Mapping[str, Any]) -> str:
-    return (f"{name} ({c['mean_diff']:+.4f}, 95% CI [{fmt(c['ci_low'], '+.4f')}, {fmt(c['ci_high'], '+.4f')}], "
-            f"Holm p {fmt_p(c['p_adjusted'])}, n={c['n']})")
-
-
-def _grouped(comps: Mapping[str, Mapping[str, Any]], other: str) -> str:
-    """Comparisons grouped by verdict: ``better than X: ...; worse than X: ...``."""
-    groups: Dict[str, List[str]] = {v: [] for v in _ORDER}
-    for name, c in comps.items():
-        if c["n"]:
-            groups[c["verdict"]].append(_comp_text(name, c))
-    words = {stats.BETTER: f"better than {other}", stats.WORSE: f"worse than {other}",
-             stats.NO_DIFFERENCE: f"no detectable difference from {other} at this n",
-             stats.TOO_FEW: f"too few seeds for a verdict (< {stats.MIN_PAIRS} pairs)",
-             stats.NOT_LEARNED: "both sides have not learned (no verdict)"}
-    return ". ".join(f"{words[v]}: " + "; ".join(groups[v]) for v in _ORDER if groups[v])
 
 
 def _floors(report: Mapping[str, Any]) -> List[str]:
@@ -81,16 +53,11 @@ def _trend(report: Mapping[str, Any]) -> List[str]:
     for ln in tr["lines"]:
         pts = "; ".join(f"{fmt(p['comparison']['mean_diff'], '+.4f')} [{fmt(p['comparison']['ci_low'], '+.4f')}, "
                         f"{fmt(p['comparison']['ci_high'], '+.4f')}] at {fmt(p['iterations'], ',d')} iterations "
-                        f"({p['epochs']} epochs; {p['comparison']['verdict']}, n={p['comparison']['n']})"
+                        f"({p['epochs']} epochs; {p['comparison']['verdict']}, n={p['comparison']['n']}"
+                        + ("" if p.get("both_learned", True) else "; not both learned") + ")"
                         for p in ln["points"])
-        c = ln["change"]
-        word = c["trend"] if c["trend"] != stats.TOO_FEW else f"not judged ({stats.TOO_FEW}: fewer than " \
-                                                               f"{stats.MIN_PAIRS} seeds common to all four arms)"
-        word += f" ({c['direction']})" if c.get("direction") else ""
         out.append(f"Lookahead({ln['optimizer']}) - {ln['optimizer']} at LR {fmt(ln['lr'], 'g')} by training length, "
-                   f"Holm over {tr['family_size']}: {pts}. From the shortest to the longest length the gap {word}: "
-                   f"change {fmt(c['mean_diff'], '+.4f')} (95% CI [{fmt(c['ci_low'], '+.4f')}, "
-                   f"{fmt(c['ci_high'], '+.4f')}], Holm p {fmt_p(c['p_adjusted'])}, n={c['n']}). "
+                   f"Holm over the {tr['family_size']} planned points: {pts}. " + trend_change_text(ln) + " "
                    + measured_range(ln, tr["user_iterations"]))
     return out
 
@@ -99,6 +66,9 @@ def _ranking(report: Mapping[str, Any]) -> List[str]:
     rk, arms = report["ranking"], report["arms"]
     if not rk["order"]:
         return ["No seed is finished by every arm with a finished run: no ranking (see the per-arm table)."]
+    user = ranking_sentence(report)
+    if user:
+        return user
     return [f"Ranking by mean final valid NME on the seeds all ranked arms share ({', '.join(map(str, rk['seeds']))}; "
             "lower is better): " + " < ".join(f"{o['arm']} ({o['mean']:.4f}"
                                               + (", not learned" if arms[o["arm"]]["learned"] is False else "") + ")"
@@ -106,20 +76,15 @@ def _ranking(report: Mapping[str, Any]) -> List[str]:
 
 
 def _comparisons(report: Mapping[str, Any]) -> List[str]:
-    out = []
-    ref = report["study"]["reference"]
-    finals = {n: c["final_NME"] for n, c in report["comparisons"].items()}
-    text = _grouped(finals, ref)
-    if text:
-        m = next((c["family_size"] for c in finals.values() if c["n"]), 0)
-        out.append(f"Final NME, paired by seed, Holm over {m} comparison{'s' if m != 1 else ''} with {ref}: {text}.")
+    out = family_sentences(report) + answer_sentences(report)
     sl = report["same_lr"]
     comps = {f"{p['lookahead_arm']} - {p['base_arm']} at LR {p['lr']:g}": p["comparison"] for p in sl["pairs"]}
     text = _grouped(comps, "the optimizer without Lookahead")
     if text:
         m = next(c["family_size"] for c in comps.values() if c["n"])
         out.append(f"Same-LR pairs, Lookahead(X) - X final NME (k {sl['k']}, alpha {fmt(sl['alpha'], 'g')}), Holm over "
-                   f"{m}: " + text + ".")
+                   f"the {m} planned: " + text + (" (provisional)" if any(c.get("provisional") for c in comps.values())
+                                                  else "") + ".")
     elif comps:
         out.append("Same-LR pairs: no pair has a seed finished by both sides yet.")
     else:
@@ -206,4 +171,5 @@ def verdict(report: Mapping[str, Any]) -> List[str]:
     if not any(a["final_NME"]["n"] for a in report["arms"].values()):
         return ["No arm has a finished run yet: nothing to conclude."] + _runs(report)
     return (_floors(report) + [calibration_sentence(report["calibration"])] + _ranking(report) + _comparisons(report)
-            + _trend(report) + _runs(report) + _lookahead(report) + _sensitivity(report) + _real(report))
+            + _trend(report) + _runs(report) + _lookahead(report) + _sensitivity(report) + _real(report)
+            + closing_sentences(report))

@@ -19,18 +19,21 @@ from typing import Any, Callable, Deque, Dict, Iterator, List, Sequence, Tuple
 from hrnet.engine.progress import fmt_duration
 from hrnet.engine.run_record import LATEST, read_metrics
 from hrnet.study.execute.executors import Attempt, Executor
-from hrnet.study.plan.runs import CHILD_LOG, epochs_done, last_error_line, run_status
-from hrnet.study.plan.spec import PlannedRun
+from hrnet.study.plan.runs import CHILD_LOG, STALE, UNVERIFIED, epochs_done, last_error_line, move_stale, run_status
+from hrnet.study.plan.spec import PlannedRun, StudyError
 
 __all__ = ["ExecutionResult", "execute", "run_state"]
 
 
 def run_state(run: PlannedRun) -> str:
     """``finished`` (all planned epochs), ``diverged`` (not retried: it would diverge again),
-    ``partial`` (a checkpoint to resume from) or ``new``; from :func:`runs.run_status`."""
+    ``stale`` (trained with another config than the plan's), ``partial`` (a checkpoint to resume
+    from) or ``new``; from :func:`runs.run_status`."""
     status, _ = run_status(run)
-    if status in ("finished", "diverged"):
+    if status in ("finished", "diverged", STALE):
         return status
+    if status == UNVERIFIED:  # treated as stale: nothing says what it trained
+        return STALE
     return "partial" if os.path.isfile(os.path.join(run.run_dir, LATEST)) else "new"
 
 
@@ -44,8 +47,13 @@ class ExecutionResult:
     interrupted: bool = False
 
 
-def execute(runs: Sequence[PlannedRun], executor: Executor, echo: Callable[[str], None] = print) -> ExecutionResult:
+def execute(runs: Sequence[PlannedRun], executor: Executor, echo: Callable[[str], None] = print,
+            move_stale_runs: bool = False) -> ExecutionResult:
     """Train the runs that are not finished through ``executor`` (see ``executors.py``).
+
+    A folder holding a run of another config than the plan's (``stale``) is never reused: without
+    ``move_stale_runs`` nothing trains and ``StudyError`` says how to go on; with it, each such
+    folder is moved to ``<out>/stale/`` (``runs.move_stale``) and the planned run trains afresh.
 
     A finished run is skipped, a diverged one not retried; a run with a checkpoint resumes (the
     executor's process decides ``--resume`` from the folder when it starts). SIGINT / SIGTERM to this
@@ -54,6 +62,7 @@ def execute(runs: Sequence[PlannedRun], executor: Executor, echo: Callable[[str]
     the rest of the study.
     """
     result = ExecutionResult()
+    _set_stale_aside(runs, move_stale_runs, echo)
     todo: Deque[PlannedRun] = collections.deque()
     for run in runs:
         state = run_state(run)
@@ -76,6 +85,18 @@ def execute(runs: Sequence[PlannedRun], executor: Executor, echo: Callable[[str]
     return result
 
 
+def _set_stale_aside(runs: Sequence[PlannedRun], move: bool, echo: Callable[[str], None]) -> None:
+    """Refuse (one line) or, with ``move``, move aside the folders whose run is not the planned one."""
+    stale = [(r, run_status(r)[1]) for r in runs if run_state(r) == STALE]
+    if stale and not move:
+        shown = "; ".join(f"{r.name} ({why})" for r, why in stale[:2]) + (" ..." if len(stale) > 2 else "")
+        raise StudyError(f"{len(stale)} run folder(s) hold a run of another config than the plan (stored -> "
+                         f"planned, or no config.yaml): {shown}; restore the plan, or pass --move-stale to move them to "
+                         f"<out>/stale/ and train the planned runs")
+    for r, why in stale:
+        echo(f"[study] {r.name}: trained with another config ({why}); moved to {move_stale(r)}")
+
+
 def _train(todo: Deque[PlannedRun], executor: Executor, result: ExecutionResult, echo: Callable[[str], None]) -> None:
     """Hand the runs to the executor as it takes them, book each as it ends; stop on a signal."""
     running: Dict[int, Tuple[Any, PlannedRun]] = {}  # start order -> (executor's handle, run)
@@ -88,8 +109,8 @@ def _train(todo: Deque[PlannedRun], executor: Executor, result: ExecutionResult,
                 running[n_started] = (executor.start(run), run)
                 n_started += 1
             while len(stop) > forwarded:  # here, not in the signal handler: executors may do I/O
-                for job, _ in running.values():
-                    executor.stop(job, stop[forwarded])
+                for job, _ in running.values():  # a hang-up (the terminal closed) stops them as SIGTERM does
+                    executor.stop(job, signal.SIGTERM if stop[forwarded] == signal.SIGHUP else stop[forwarded])
                 forwarded += 1
             if not running:
                 break
@@ -114,11 +135,12 @@ def _train(todo: Deque[PlannedRun], executor: Executor, result: ExecutionResult,
 
 @contextlib.contextmanager
 def _stop_requests() -> Iterator[List[int]]:
-    """A list that SIGINT / SIGTERM append their number to while inside (main thread only)."""
+    """A list that SIGINT / SIGTERM / SIGHUP append their number to while inside (main thread only)."""
     stop: List[int] = []
     old = {}
     if threading.current_thread() is threading.main_thread():
-        old = {s: signal.signal(s, lambda signum, frame: stop.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
+        old = {s: signal.signal(s, lambda signum, frame: stop.append(signum))
+               for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         yield stop
     finally:
@@ -128,13 +150,14 @@ def _stop_requests() -> Iterator[List[int]]:
 
 def _book(run: PlannedRun, attempt: Attempt, result: ExecutionResult, epoch_seconds: List[Tuple[float, int]],
           stopping: bool) -> str:
-    """Classify how the run's process ended (into ``result``); the progress line of this run."""
-    rc, where = attempt.exit_status, f" ({attempt.where})" if attempt.where else ""
+    """Classify how the run's process ended (into ``result``), by its ``outcome`` (read from the run
+    folder: a launcher's exit status is not its trainer's); the progress line of this run."""
+    rc, where, outcome = attempt.exit_status, f" ({attempt.where})" if attempt.where else "", attempt.outcome
     head, after = f"{run.arm} seed {run.seed}", attempt.epochs_after
     if after > attempt.epochs_before:
         epoch_seconds.append((attempt.wall_s, after - attempt.epochs_before))
     info, _ = read_metrics(run.run_dir)
-    if rc == 0 and info.get("status") == "finished":
+    if outcome == "finished" or (not outcome and rc == 0 and info.get("status") == "finished"):
         result.finished.append(run.name)
         final = info.get("final_NME")
         nme = f"final NME {final:.5f}" if isinstance(final, (int, float)) else "final NME -"
@@ -142,9 +165,10 @@ def _book(run: PlannedRun, attempt: Attempt, result: ExecutionResult, epoch_seco
     if attempt.error:
         result.failed.append((run.name, attempt.error))
         return f"{head}: failed{where}: {attempt.error}"
-    if stopping or rc in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+    if stopping or outcome == "interrupted" or (not outcome and rc in (128 + signal.SIGINT, 128 + signal.SIGTERM)):
         return f"{head}: stopped after {after}/{run.end_epoch} epochs ({fmt_duration(attempt.wall_s)}); resumable"
-    reason = "diverged" if info.get("status") == "diverged" else f"failed (exit status {rc})"
+    reason = {"diverged": "diverged", "killed": f"killed from outside (exit status {rc}; resumable)"}.get(
+        outcome or info.get("status", ""), f"failed (exit status {rc})")
     detail = last_error_line(run.run_dir)
     result.failed.append((run.name, reason + (f": {detail}" if detail else "")))
     return (f"{head}: {reason} after {after}/{run.end_epoch} epochs{where}: {detail or '-'} "

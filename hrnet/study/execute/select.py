@@ -11,8 +11,8 @@ __all__ = ["make_executor"]
 
 def make_executor(kind: str, train_command: Sequence[str], out_dir: str, slots: Sequence[Optional[str]] = (None,),
                   threads: Optional[int] = None, **ray_options: Any) -> Executor:
-    """``local`` (``slots``, ``threads``) or ``ray`` (``ray_options``: see ``ray_cluster.RayExecutor``);
-    a missing Ray names the install command."""
+    """``local`` (``slots``, ``threads``) or ``ray`` (``threads``, ``ray_options``: see
+    ``ray_cluster.RayExecutor``); a missing Ray names the install command."""
     if kind == "local":
         return LocalExecutor(train_command, slots, threads)
     try:
@@ -21,4 +21,4 @@ def make_executor(kind: str, train_command: Sequence[str], out_dir: str, slots: 
         raise ExecutorError(f"--executor ray needs Ray: {CLUSTER_INSTALL} (import ray: {exc})") from exc
     from hrnet.study.execute.ray_cluster import RayExecutor
 
-    return RayExecutor(train_command, out_dir, **ray_options)
+    return RayExecutor(train_command, out_dir, threads=threads, **ray_options)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from configs import config_value, get_defaults, load_config
+from hrnet.study.plan.identity import setting
 from hrnet.study.plan.spec import SCALE_KEYS, Arm, Study
 
 __all__ = ["training_iterations", "user_iterations", "scale_rows", "iteration_summary", "arm_config",
@@ -46,13 +47,16 @@ def arm_config(study: Study, arm: Arm):
 
 
 def arm_setting(cfg) -> Dict[str, Any]:
-    """What an arm trains with, from its config: the run's hyperparameters (``metrics.json``
-    ``hparams``, without the seed), every :data:`SCALE_KEYS` value and the training ``iterations``.
-    Two arms are "the same setting but X" when these agree except X."""
+    """What an arm trains with: its **whole** resolved config (``identity.setting``: every key, flat,
+    but the seed and the keys that cannot change a trajectory), the run's hyperparameters under
+    their short names (``metrics.json`` ``hparams``: ``optimizer``, ``lr``, ``k`` ...; the same
+    values again, for readers) and the training ``iterations``. Two arms are "the same setting but
+    X" only when these agree except the keys of X: a difference in any config key (Adam betas, SGD
+    momentum, MODEL.SIGMA, DATASET.ROOT ...) separates them."""
     from hrnet.engine.run_record import hparams
 
     out: Dict[str, Any] = {k: v for k, v in hparams(cfg, 1).items() if k != "seed"}
-    out.update({k: config_value(cfg, k) for k in SCALE_KEYS})
+    out.update(setting(cfg))
     out["iterations"] = training_iterations(cfg)
     return out
 

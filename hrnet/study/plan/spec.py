@@ -14,12 +14,16 @@ A study file (yaml, ``experiments/studies/*.yaml``)::
     nme_levels: [0.3, 0.2]               # "epochs to reach valid NME <= level" columns
     real_hands: ../../../shared/data/real-hands   # folder of COCO test sets (relative to this file);
                                                   # absent or false: none (tools/study.py --real-hands DIR)
+    threads: 1                           # each run's OMP_NUM_THREADS, whatever the executor and --jobs
+                                         # (default 1 when every arm's DEVICE is cpu, else inherited)
     arms:
       - name: adam                       # run folders runs/<name>_seed<s>
         config: ../hand_adam.yaml        # experiment yaml, relative to the study file
         overrides: {TRAIN.LR: 0.0003}    # optional, applied after the shared ones
         seeds: [0, 1]                    # optional
         priority: 1                      # optional, default 0: lower runs first
+        seed_priority: {3: 7, 4: 7}      # optional: another priority for some of its seeds (e.g. seeds
+                                         # added to an arm whose first seeds ran long ago run last)
 
 Paths in the file are relative to the study file. The study folder (``--out`` wins over ``out``)
 holds the report (``report.md``, ``report.json``, figures, ``floors.json``) and ``runs/``, one
@@ -27,7 +31,8 @@ folder per run: each run is an ordinary ``tools/train.py`` run with ``OUTPUT_DIR
 EXPERIMENT_NAME <arm>_seed<s> SEED <s>`` after the shared, the arm's and the command line's
 overrides (in that order), so runs of different arms with the same seed share initial weights,
 data order and augmentation: the statistics pair them by seed. The plan runs by (priority, seed,
-arm order in the file): what matters most first, and within a priority all arms of a seed
+arm order in the file), a run's priority being its seed's ``seed_priority`` when the arm sets one,
+else the arm's ``priority``: what matters most first, and within a priority all arms of a seed
 together, so pairs complete early and a study cut short has finished its first priorities.
 Arms that differ only in ``TRAIN.END_EPOCH`` (with ``TRAIN.LR_STEP`` at the same fractions of it)
 measure the trend with training length (``hrnet/study/analyse/trend.py``).
@@ -49,8 +54,9 @@ SCALE_KEYS = ("MODEL.NAME", "MODEL.IMAGE_SIZE", "MODEL.HEATMAP_SIZE", "MODEL.PRE
               "DATASET.SYNTHETIC.NUM_TRAIN", "DATASET.SYNTHETIC.NUM_TEST", "DATASET.MAX_TRAIN_SAMPLES",
               "DATASET.MAX_TEST_SAMPLES", "TRAIN.END_EPOCH", "TRAIN.LR_STEP", "TRAIN.LR_FACTOR",
               "TRAIN.BATCH_SIZE_PER_GPU", "TRAIN.WARMUP_ITERS", "AMP.MODE", "DEVICE")
-_STUDY_KEYS = ("name", "description", "out", "reference", "seeds", "overrides", "nme_levels", "real_hands", "arms")
-_ARM_KEYS = ("name", "config", "overrides", "seeds", "priority")
+_STUDY_KEYS = ("name", "description", "out", "reference", "seeds", "overrides", "nme_levels", "real_hands", "arms",
+               "threads")
+_ARM_KEYS = ("name", "config", "overrides", "seeds", "priority", "seed_priority")
 #: The study folder's sub-folder of run folders (``<out>/runs/<arm>_seed<s>/``).
 RUNS_DIR = "runs"
 _ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
@@ -65,12 +71,18 @@ class StudyError(ConfigError):
 @dataclass(frozen=True)
 class Arm:
     """One arm: an experiment yaml (absolute path) with its overrides, trained once per seed;
-    ``priority``: its place in the plan (lower first)."""
+    ``priority``: its place in the plan (lower first); ``seed_priority``: ``(seed, priority)`` pairs
+    that replace it for those seeds."""
     name: str
     config: str
     overrides: Tuple[str, ...]
     seeds: Tuple[int, ...]
     priority: int = 0
+    seed_priority: Tuple[Tuple[int, int], ...] = ()
+
+    def run_priority(self, seed: int) -> int:
+        """The plan priority of this arm's run with ``seed``."""
+        return dict(self.seed_priority).get(seed, self.priority)
 
 
 @dataclass(frozen=True)
@@ -87,6 +99,9 @@ class Study:
     nme_levels: Tuple[float, ...]
     real_hands: Optional[str]
     out: Optional[str] = None
+    #: Each run's OMP_NUM_THREADS in every executor (the file's ``threads``; default 1 when every arm
+    #: trains on the CPU, since CPU results depend on the thread count; None: inherited).
+    threads: Optional[int] = None
 
     def arm(self, name: str) -> Arm:
         return next(a for a in self.arms if a.name == name)
@@ -165,13 +180,26 @@ def _load_arm(a: Any, where: str, here: str, default_seeds: Tuple[int, ...], tak
     priority = a.get("priority", 0)
     if not isinstance(priority, int) or isinstance(priority, bool):
         raise StudyError(f"{where}: priority must be an integer (lower runs first), got {priority!r}")
-    arm = Arm(name, config, _override_list(a.get("overrides"), where),
-              _seeds(a["seeds"], f"{where}: seeds") if "seeds" in a else default_seeds, priority)
+    seeds = _seeds(a["seeds"], f"{where}: seeds") if "seeds" in a else default_seeds
+    arm = Arm(name, config, _override_list(a.get("overrides"), where), seeds, priority,
+              _seed_priority(a.get("seed_priority"), seeds, where))
     try:
         load_config(arm.config, list(before + arm.overrides + after))
     except (ConfigError, FileNotFoundError) as exc:
         raise StudyError(f"{where}: {exc}") from exc
     return arm
+
+
+def _seed_priority(value: Any, seeds: Tuple[int, ...], where: str) -> Tuple[Tuple[int, int], ...]:
+    """``{seed: priority}`` of an arm, checked: integers, seeds of the arm."""
+    if value is None:
+        return ()
+    ok = isinstance(value, Mapping) and all(isinstance(v, int) and not isinstance(v, bool) for v in
+                                            list(value) + list(value.values()))
+    if not ok or not set(value) <= set(seeds):
+        raise StudyError(f"{where}: seed_priority must map seeds of the arm ({list(seeds)}) to integer "
+                         f"priorities, got {value!r}")
+    return tuple(sorted(value.items()))
 
 
 def _real_hands(doc: Mapping[str, Any], path: str, here: str, option: Optional[str]) -> Optional[str]:
@@ -239,7 +267,24 @@ def load_study(path: str, cli_overrides: Sequence[str] = (), real_hands: Optiona
         raise StudyError(f"{path}: reference {reference!r} is not an arm ({', '.join(a.name for a in arms)})")
     name, description, levels = _scalar_keys(doc, path)
     return Study(os.path.abspath(path), name, description, reference, tuple(arms), shared, cli, levels,
-                 _real_hands(doc, path, here, real_hands), _out(doc, path, here))
+                 _real_hands(doc, path, here, real_hands), _out(doc, path, here),
+                 _threads(doc, path, arms, shared, cli))
+
+
+def _threads(doc: Mapping[str, Any], path: str, arms: Sequence[Arm], before: Tuple[str, ...],
+             after: Tuple[str, ...]) -> Optional[int]:
+    """The study's ``threads``: the file's (an integer >= 1), else 1 when every arm's DEVICE is cpu, else None."""
+    value = doc.get("threads")
+    if value is not None:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise StudyError(f"{path}: threads must be an integer >= 1 (each run's OMP_NUM_THREADS), got {value!r}")
+        return value
+    import warnings
+
+    with warnings.catch_warnings():  # _load_arm has said what is odd in each arm's config
+        warnings.simplefilter("ignore")
+        devices = {str(load_config(a.config, list(before + a.overrides + after)).DEVICE).lower() for a in arms}
+    return 1 if devices == {"cpu"} else None
 
 
 @dataclass(frozen=True)
@@ -259,9 +304,10 @@ class PlannedRun:
 
 def plan_runs(study: Study, out_dir: str) -> List[PlannedRun]:
     """Every arm x seed into ``<out_dir>/runs/<arm>_seed<s>``, ordered by (priority, seed, the arm's
-    place in the file): within a priority seed-major, so pairs complete early."""
+    place in the file), the priority of each run's seed (``Arm.run_priority``): within a priority
+    seed-major, so pairs complete early."""
     runs_dir = os.path.join(os.path.abspath(out_dir), RUNS_DIR)
-    order = sorted(((arm.priority, seed, i) for i, arm in enumerate(study.arms) for seed in arm.seeds))
+    order = sorted(((arm.run_priority(seed), seed, i) for i, arm in enumerate(study.arms) for seed in arm.seeds))
     runs = []
     for _, seed, i in order:
         arm = study.arms[i]

@@ -5,12 +5,14 @@ no-learning floors on the NME panel), ``calibration.png`` (the reference's NME a
 from __future__ import annotations
 
 import math
+import textwrap
 from typing import Any, List, Mapping, Sequence
 
 import numpy as np
 
 from hrnet.study.analyse import stats
 from hrnet.study.analyse.verdict import fmt
+from hrnet.study.render.answer_figures import effective_time_panel, gap_panel
 
 __all__ = ["plot_curves", "plot_calibration", "plot_trend", "plot_sensitivity", "plot_lookahead", "FIGURES"]
 
@@ -54,9 +56,22 @@ def _floor_lines(ax, report: Mapping[str, Any]) -> None:
                label=f"{fl['learned_fraction']:g} x box centre: above it, not learned")
 
 
+def _nme_limits(ax, done: Mapping[str, Sequence[Mapping[str, Any]]], report: Mapping[str, Any]) -> None:
+    """The NME panel from epoch 1 on: the untrained epoch 0 (far above) would flatten every gap."""
+    ends = [v for runs in done.values() if (st := _stack(runs, "NME")) is not None
+            for v in (st[1].mean(0)[st[0] >= 1].tolist() or [])]
+    if not ends:
+        return
+    box = report.get("floors", {}).get("valid", {}).get("box_centre", {}).get("NME") or max(ends)
+    finals = [st[1].mean(0)[-1] for runs in done.values() if (st := _stack(runs, "NME")) is not None]
+    ax.set_ylim(0.97 * min(ends), 1.08 * max(finals + [box]))
+    ax.set_title("valid NME (epoch 0, untrained, and early values above the top are off the axis)")
+
+
 def plot_curves(report: Mapping[str, Any], path: str) -> bool:
     """Train loss, valid loss, valid NME per arm against epoch: mean line, min-max band over seeds;
-    the no-learning floors on the NME panel."""
+    the no-learning floors on the NME panel; and Lookahead(X) - X per epoch for the same-LR pairs
+    (``answer_figures.gap_panel``)."""
     plt = _plt()
     from matplotlib.ticker import MaxNLocator
 
@@ -64,7 +79,8 @@ def plot_curves(report: Mapping[str, Any], path: str) -> bool:
     done = {a: [r for r in report["runs"] if r["arm"] == a and r["status"] == "finished"] for a in arms}
     if not any(done.values()):
         return False
-    fig, axes = plt.subplots(1, 3, figsize=(18, 5.5))
+    fig, grid = plt.subplots(2, 2, figsize=(16, 11))
+    axes = list(grid.flat)
     for color, arm in zip(_colors(len(arms)), arms):
         for ax, key in zip(axes, ("train_loss", "valid_loss", "NME")):
             st = _stack(done[arm], key)
@@ -82,7 +98,16 @@ def plot_curves(report: Mapping[str, Any], path: str) -> bool:
         ax.grid(True, alpha=0.3)
         if "loss" in title:
             ax.set_yscale("log")
-    axes[2].legend(fontsize=7, loc="upper right", ncol=1 if len(arms) <= 8 else 2)
+    _nme_limits(axes[2], done, report)
+    where = axes[0] if axes[0].get_legend_handles_labels()[0] else axes[2]  # the arms, where they fit
+    where.legend(fontsize=7, loc="upper right", ncol=1 if len(arms) <= 8 else 2)
+    handles, labels = axes[2].get_legend_handles_labels()
+    floors = [(h, t) for h, t in zip(handles, labels) if t not in set(arms) and " (n=" not in t]
+    if floors and where is axes[0]:
+        axes[2].legend(*zip(*floors), fontsize=7, loc="upper right")
+    if not gap_panel(axes[3], report, _colors(max(len(report["same_lr"]["pairs"]), 1))):
+        axes[3].set_axis_off()
+        axes[3].text(0.5, 0.5, "no same-LR pair Lookahead(X), X with a finished seed", ha="center", va="center")
     fig.suptitle(f"study {report['study']['name']}: mean over seeds (line), min-max over seeds (band); raw values")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -90,19 +115,32 @@ def plot_curves(report: Mapping[str, Any], path: str) -> bool:
     return True
 
 
-def _lr_panel(ax, lines: Mapping[str, Sequence[Mapping[str, Any]]], seeds: Mapping[str, Sequence[int]]) -> None:
-    for color, (fam, pts) in zip(_colors(len(lines)), lines.items()):
+def _lr_panel(ax, report: Mapping[str, Any]) -> None:
+    """Final NME against LR per optimizer line (the reference's optimizer and Lookahead thick), the
+    floors, and each line's best LR (the tuned comparison's: a star)."""
+    sens = report["sensitivity"]
+    lines, seeds = sens["lr_lines"], sens["lr_line_seeds"]
+    ref_family = report["arms"][report["study"]["reference"]]["family"]
+    best = {k: v["best_lr"] for k, v in (report.get("tuned") or {}).get("lines", {}).items()}
+    for i, (color, (fam, pts)) in enumerate(zip(_colors(len(lines)), lines.items())):
+        key = fam == ref_family or fam.startswith("lookahead(")
         mean = np.array([p["mean"] for p in pts])
         err = [[p["mean"] - p["ci_low"] if math.isfinite(p["ci_low"]) else 0.0 for p in pts],
                [p["ci_high"] - p["mean"] if math.isfinite(p["ci_high"]) else 0.0 for p in pts]]
-        ax.errorbar([p["lr"] for p in pts], mean, yerr=err, color=color, marker="o", capsize=4, linewidth=1.5,
-                    label=f"{fam} (seeds {','.join(map(str, seeds[fam]))})")
+        shift = 1.0 + 0.05 * (i - (len(lines) - 1) / 2)  # lines side by side at a shared LR, not on top
+        ax.errorbar([p["lr"] * shift for p in pts], mean, yerr=err, color=color, marker="o", capsize=4,
+                    linewidth=2.4 if key else 1.0, alpha=1.0 if key else 0.6,
+                    label=f"{fam} (seeds {','.join(map(str, seeds[fam]))}, {len(pts)} LR{'s' if len(pts) > 1 else ''})")
+        star = [p for p in pts if best.get(fam) is not None and p["lr"] == best[fam] and len(pts) > 1]
+        if star:
+            ax.scatter([star[0]["lr"] * shift], [star[0]["mean"]], marker="*", s=180, color=color, zorder=4)
+    _floor_lines(ax, report)
     ax.set_xscale("log")
-    ax.set_xlabel("learning rate")
+    ax.set_xlabel("learning rate (lines sharing an LR drawn slightly apart)")
     ax.set_ylabel("final valid NME (mean, 95% CI over the line's common seeds)")
-    ax.set_title("LR sensitivity")
+    ax.set_title("final NME against LR; star: a line's best LR (selected on this validation set)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
 
 
 def _grid_panel(fig, ax, grid: Mapping[str, Any]) -> None:
@@ -135,8 +173,8 @@ def plot_sensitivity(report: Mapping[str, Any], path: str) -> bool:
     if not any(len(p) >= 2 for p in lines.values()) and not grid:
         return False
     plt = _plt()
-    fig, axes = plt.subplots(1, 2 if grid else 1, figsize=(14 if grid else 8, 5.5), squeeze=False)
-    _lr_panel(axes[0][0], lines, sens["lr_line_seeds"])
+    fig, axes = plt.subplots(1, 2 if grid else 1, figsize=(15 if grid else 9, 6), squeeze=False)
+    _lr_panel(axes[0][0], report)
     if grid:
         _grid_panel(fig, axes[0][1], grid)
     fig.tight_layout()
@@ -145,16 +183,11 @@ def plot_sensitivity(report: Mapping[str, Any], path: str) -> bool:
     return True
 
 
-def plot_lookahead(report: Mapping[str, Any], path: str) -> bool:
-    """Valid NME of the slow (solid) and fast (dashed) weights per Lookahead arm, mean over seeds."""
-    logged = [n for n, la in report["lookahead"].items() if la["logged"]]
-    if not logged:
-        return False
-    plt = _plt()
+def _slow_fast_panel(ax, report: Mapping[str, Any], arms: Sequence[str]) -> None:
+    """Valid NME of the slow (solid) and fast (dashed) weights of ``arms``, mean and min-max over seeds."""
     from matplotlib.ticker import MaxNLocator
 
-    fig, ax = plt.subplots(figsize=(9, 5.5))
-    for color, arm in zip(_colors(len(logged)), logged):
+    for color, arm in zip(_colors(len(arms)), arms):
         runs = [r for r in report["runs"] if r["arm"] == arm and r["status"] == "finished"]
         for key, style in (("NME_slow", "-"), ("NME_fast", "--")):
             st = _stack(runs, key)
@@ -168,9 +201,34 @@ def plot_lookahead(report: Mapping[str, Any], path: str) -> bool:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch (0 = untrained)")
     ax.set_ylabel("valid NME")
-    ax.set_title("Lookahead: slow (solid) vs fast (dashed) weights; band: min-max over seeds")
+    ax.set_title("slow (solid) vs fast (dashed) weights; band: min-max over seeds")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
+
+
+def plot_lookahead(report: Mapping[str, Any], path: str) -> bool:
+    """Lookahead: the effective time (``answer_figures.effective_time_panel``) and the valid NME of
+    the slow and fast weights of the arms where they differ at some validation; arms whose every
+    validation followed a sync (slow = fast by construction) are named, not drawn."""
+    las = report["lookahead"]
+    differ = [n for n, la in las.items() if la["logged"] and any(la["epochs_where_they_differ"].values())]
+    same = [n for n, la in las.items() if la["logged"] and la["epochs_where_they_differ"]
+            and not any(la["epochs_where_they_differ"].values())]
+    timed = bool(report.get("effective_time", {}).get("pairs")) and any(
+        p["ratio"]["n"] for p in report["effective_time"]["pairs"])
+    if not differ and not timed:
+        return False
+    plt = _plt()
+    fig, axes = plt.subplots(1, int(timed) + int(bool(differ)), figsize=(9 * (int(timed) + int(bool(differ))), 8.5),
+                             squeeze=False)
+    axes = list(axes[0])
+    if timed:
+        effective_time_panel(axes.pop(0), report, _colors(len(report["effective_time"]["pairs"])))
+    if differ:
+        _slow_fast_panel(axes.pop(0), report, differ)
+    note = (f"slow and fast weights coincide at every validation of {', '.join(same)} (each followed a sync: k "
+            "divides the iterations per epoch): not drawn") if same else ""
+    fig.suptitle("Lookahead\n" + textwrap.fill(note, 110), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -235,12 +293,13 @@ def _trend_line(ax, ln: Mapping[str, Any], color, offset: float) -> None:
     c = ln["change"]
     ax.errorbar(x, mean, yerr=err, color=color, marker="o", capsize=4, linewidth=1.0,
                 label=f"Lookahead({ln['optimizer']}) - {ln['optimizer']}, LR {fmt(ln['lr'], 'g')}, k {ln['k']} "
-                      f"alpha {fmt(ln['alpha'], 'g')}: {c['trend']}")
-    for xi, m, p in zip(x, mean, pts):  # a point whose two arms both stayed near the floor: hollow, labelled
-        if p["comparison"]["verdict"] == stats.NOT_LEARNED:
+                      f"alpha {fmt(ln['alpha'], 'g')}; change between learned lengths: {c['trend']}")
+    for xi, m, p in zip(x, mean, pts):  # filled only where both arms learned: else hollow, labelled
+        neither = p["comparison"]["verdict"] == stats.NOT_LEARNED
+        if neither or not p.get("both_learned", True):
             ax.scatter([xi], [m], s=40, facecolors="white", edgecolors=color, zorder=3)
-            ax.annotate("neither arm\nhas learned", (xi, m), textcoords="offset points", xytext=(-8, 0),
-                        ha="right", va="center", fontsize=8, color=color)
+            ax.annotate("neither arm\nhas learned" if neither else "one arm\nhas not learned", (xi, m),
+                        textcoords="offset points", xytext=(-8, 0), ha="right", va="center", fontsize=8, color=color)
 
 
 def plot_trend(report: Mapping[str, Any], path: str) -> bool:
@@ -267,7 +326,8 @@ def plot_trend(report: Mapping[str, Any], path: str) -> bool:
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
     ax.set_xlabel("training iterations per run (log scale)")
     ax.set_ylabel("final valid NME: Lookahead(X) - X (below 0: Lookahead better)")
-    ax.set_title("the gap against training length: mean, 95% CI (unadjusted), each seed faint")
+    ax.set_title("the gap against training length: mean, 95% CI (unadjusted), each seed faint; filled: both arms "
+                 "learned", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()

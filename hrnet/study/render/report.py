@@ -11,11 +11,13 @@ import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from hrnet.engine.progress import fmt_duration
-from hrnet.runtime.checkpoint import write_json
+from hrnet.runtime.checkpoint import write_json, write_text
 from hrnet.study.analyse import stats
 from hrnet.study.analyse.calibration import calibration_sentence
 from hrnet.study.analyse.comparisons import COMPARED_METRICS
+from hrnet.study.render.answer_md import answer_sections, families_section
 from hrnet.study.render.figures import FIGURES
+from hrnet.study.render.md import COMP_HEAD, comp_cells, msd, seeds_text, table
 from hrnet.study.analyse.verdict import fmt as _f, fmt_p, measured_range
 
 __all__ = ["write_report", "render_markdown", "REPORT_JSON", "REPORT_MD"]
@@ -25,34 +27,8 @@ REPORT_MD = "report.md"
 BEST_LABEL = "best NME (selected on the validation set: optimistic)"
 
 
-def _msd(s: Mapping[str, Any], spec: str = ".4f") -> str:
-    """``mean +- std [ci_low, ci_high]`` of a ``stats.Summary`` dict."""
-    if not s or not s.get("n"):
-        return "-"
-    text = _f(s["mean"], spec)
-    if s["n"] > 1:
-        text += f" +- {_f(s['std'], spec)} [{_f(s['ci_low'], spec)}, {_f(s['ci_high'], spec)}]"
-    return text
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> List[str]:
-    if any(len(r) != len(header) for r in rows):
-        raise ValueError(f"a table row does not match its {len(header)} column labels")
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
-
-
-def _seeds(seeds: Sequence[int]) -> str:
-    return ", ".join(map(str, seeds)) if seeds else "none"
-
-
-def _comp_cells(c: Mapping[str, Any]) -> List[str]:
-    """pairs, mean diff, unadjusted 95% CI, p, Holm p, seeds favouring each side, verdict."""
-    return [str(c["n"]), _f(c["mean_diff"], "+.4f"), f"[{_f(c['ci_low'], '+.4f')}, {_f(c['ci_high'], '+.4f')}]",
-            fmt_p(c["p_value"]), fmt_p(c["p_adjusted"]),
-            f"{c['n_arm_better']} / {c['n_ref_better']} / {c['n_ties']}", c["verdict"] or "-"]
-
-
-_COMP_HEAD = ["pairs", "mean diff", "95% CI (unadjusted)", "p", "Holm p", "seeds better / worse / tie", "verdict"]
+# The shared markdown pieces (``md.py``), under the names this module has always used.
+_msd, _table, _seeds, _comp_cells, _COMP_HEAD = msd, table, seeds_text, comp_cells, COMP_HEAD
 
 
 def _header(report: Mapping[str, Any]) -> List[str]:
@@ -105,7 +81,26 @@ def _protocol(report: Mapping[str, Any]) -> List[str]:
     md += _table(["arm", "config", "optimizer", "LR", "k", "alpha", "arm overrides", "seeds", "priority"],
                  [[n, f"`{a['config']}`", a["family"] or "-", _f(a["lr"], "g"), _f(a["k"], "d") if a["k"] else "-",
                    _f(a["alpha"], "g"), f"`{' '.join(a['overrides'])}`" if a["overrides"] else "",
-                   ",".join(map(str, a["seeds"])), str(a.get("priority", 0))] for n, a in report["arms"].items()])
+                   ",".join(map(str, a["seeds"])), str(a.get("priority", 0))
+                   + "".join(f"; seed {k}: {v}" for k, v in (a.get("seed_priority") or {}).items())]
+                  for n, a in report["arms"].items()])
+    return md + [""] + _code_versions(report)
+
+
+def _code_versions(report: Mapping[str, Any]) -> List[str]:
+    """Which code trained the runs (``provenance``) and the comparisons whose runs came from several."""
+    pv = report.get("provenance")
+    if not pv:
+        return []
+    md = [f"**Code versions** ({pv['source']}):", ""]
+    md += [f"- {v['label']}: {len(v['runs'])} run(s)" + (f" ({', '.join(v['runs'])})" if len(v["runs"]) <= 6 else "")
+           for v in pv["versions"]] or ["- no run recorded yet"]
+    if pv["runs_with_several"]:
+        md += [f"- trained by several versions (resumed with other code): {', '.join(pv['runs_with_several'])}"]
+    across = pv["comparisons_across_versions"]
+    md += ["", (f"Comparisons whose runs came from different code versions ({len(across)}; in report.json: "
+                "`code_versions_differ`): " + "; ".join(across) + ".") if across
+           else "Every comparison pairs runs of one code version."]
     return md + [""]
 
 
@@ -183,26 +178,36 @@ def _comparisons(report: Mapping[str, Any]) -> List[str]:
     variants = report.get("length_variants", {})
     md = [f"## Paired comparisons with the reference ({ref})", "",
           f"Per seed `arm - {ref}` on the seeds both finished; mean, unadjusted 95% CI, paired t-test p and the "
-          f"Holm-adjusted p over the family (every arm, one family per metric). Verdict from the Holm p (< 0.05), "
+          f"Holm-adjusted p over the family, one per metric: the user's arms (their experiment yaml as it is) and "
+          "the study's added arms (with overrides) are two families, each of its planned size m (see 'Families of "
+          f"comparisons'). Verdict from the Holm p (< 0.05), "
           f"none below {stats.MIN_PAIRS} pairs. NME and loss: lower is better; PCK and AUC: higher is better."
           + (" Arms at another training length than the reference's (" + ", ".join(variants) + ") enter the "
              "trend with training length only, not these families, the same-LR pairs, the ranking or the "
              "sensitivity." if variants else ""), ""]
     for key, title, lower in COMPARED_METRICS:
         md += [f"**{title}** ({'lower' if lower else 'higher'} is better)", ""]
-        md += _table(["arm"] + _COMP_HEAD, [[n] + _comp_cells(c[key]) for n, c in report["comparisons"].items()])
+        md += _table(["arm"] + _COMP_HEAD + ["family (planned m)"],
+                     [[n] + _comp_cells(c[key]) + [_family_cell(c[key])] for n, c in report["comparisons"].items()])
         md += [""]
     sl = report["same_lr"]
     md += ["## Same-LR pairs: Lookahead(X) - X", "",
            f"Final NME of each Lookahead arm (k {sl['k']}, alpha {_f(sl['alpha'], 'g')}) minus the arm of its inner "
-           "optimizer at the same LR (all other settings equal), paired by seed; one Holm family. Negative: Lookahead "
-           "is lower (better).", ""]
+           "optimizer at the same LR (all other settings equal), paired by seed; one Holm family of the planned pairs. "
+           "Negative: Lookahead is lower (better). `curves.png` draws each pair's difference per epoch.", ""]
     if sl["pairs"]:
-        md += _table(["pair", "optimizer", "LR"] + _COMP_HEAD,
-                     [[p["key"], p["optimizer"], _f(p["lr"], "g")] + _comp_cells(p["comparison"]) for p in sl["pairs"]])
+        md += _table(["pair", "optimizer", "LR"] + _COMP_HEAD + ["family (planned m)"],
+                     [[p["key"], p["optimizer"], _f(p["lr"], "g")] + _comp_cells(p["comparison"])
+                      + [_family_cell(p["comparison"])] for p in sl["pairs"]])
     else:
         md += ["No LR at which both an optimizer and Lookahead of it ran."]
     return md + [""]
+
+
+def _family_cell(c: Mapping[str, Any]) -> str:
+    """``the user's arms (m 5)``, ``provisional`` when its family has members not yet measured."""
+    return (f"{c.get('family', '-')} (m {c['family_size']})" if c.get("family") else f"m {c['family_size']}") + (
+        ", provisional" if c.get("provisional") else "")
 
 
 def _lookahead(report: Mapping[str, Any]) -> List[str]:
@@ -252,7 +257,8 @@ def _real(report: Mapping[str, Any]) -> List[str]:
     used = "; ".join(f"{w} weights: {', '.join(arms)}" for w, arms in ev.get("weights", {}).items()) or "-"
     md += [f"Each finished run's final model (`{ev.get('checkpoint')}`, the weights its final validation used, as "
            f"the synthetic final NME; {used}) on the photos in "
-           f"`{rh['folder']}`, at its own input size; mean +- std over all finished seeds. Paired with {ref}: one Holm "
+           f"`{rh['folder']}`" + (f" ({rh['source']})" if rh.get("source") else "") + ", at its own input size; "
+           f"mean +- std over all finished seeds. Paired with {ref}: one Holm "
            "family; 'learned' against the pooled box-centre floor.", ""]
     sd = (lambda s: f"{_f(s['mean'])} +- {_f(s['std'])}" if s["n"] > 1 else _f(s["mean"]))
     md += _table(["arm"] + [f"{s} NME ({size[s]})" for s in sets] + ["all NME / floor", "learned",
@@ -277,23 +283,26 @@ def _trend(report: Mapping[str, Any]) -> List[str]:
         return md + ["No pair Lookahead(X), X measured at two training lengths or more (arms that differ only in "
                      "`TRAIN.END_EPOCH`, with `TRAIN.LR_STEP` at the same fractions of it).", ""]
     md += [f"Final NME of Lookahead(X) minus X at each training length, paired by seed; one Holm family over the "
-           f"{tr['family_size']} points. The change: per seed, the gap at the longest length minus the gap at the "
-           "shortest, over the seeds all four arms finished (Holm over the lines); 'grows' / 'shrinks' compare the "
-           f"sizes of the two mean gaps on those seeds. The user's run: {tr['user_iterations']:,} iterations.", ""]
+           f"{tr['family_size']} planned points. The change: per seed, the gap at the longest minus the gap at the "
+           "shortest of the lengths where both arms learned, over the seeds all four arms finished (Holm over the "
+           "planned lines); 'grows' / 'shrinks' compare the sizes of the two mean gaps on those seeds, 'changes "
+           "sign' says so, and a change whose 95% CI is wider than the gap at the shorter length is 'not measurable "
+           f"at this n'. The user's run: {tr['user_iterations']:,} iterations.", ""]
     for ln in tr["lines"]:
         md += [f"**Lookahead({ln['optimizer']}) - {ln['optimizer']} at LR {_f(ln['lr'], 'g')}** (k {ln['k']}, alpha "
                f"{_f(ln['alpha'], 'g')})" + (", the reference's line" if ln["reference_line"] else ""), ""]
-        md += _table(["pair", "epochs (LR steps)", "iterations / run"] + _COMP_HEAD,
+        md += _table(["pair", "epochs (LR steps)", "iterations / run", "both learned"] + _COMP_HEAD,
                      [[f"{p['lookahead_arm']} - {p['base_arm']}",
-                       f"{p['epochs']} ({', '.join(map(str, p['lr_step']))})",
-                       _f(p["iterations"], ",d")] + _comp_cells(p["comparison"]) for p in ln["points"]])
+                       f"{p['epochs']} ({', '.join(map(str, p['lr_step']))})", _f(p["iterations"], ",d"),
+                       "yes" if p.get("both_learned", True) else "no"] + _comp_cells(p["comparison"])
+                      for p in ln["points"]])
         c = ln["change"]
-        md += ["", f"Change of the gap from {c['shortest']} to {c['longest']} (seeds {_seeds(c['seeds'])}): "
-               f"{_f(c['mean_diff'], '+.4f')}, 95% CI [{_f(c['ci_low'], '+.4f')}, {_f(c['ci_high'], '+.4f')}], "
-               f"p {fmt_p(c['p_value'])}, Holm p {fmt_p(c['p_adjusted'])}; mean gap {_f(c['gap_shortest'], '+.4f')} "
-               f"-> {_f(c['gap_longest'], '+.4f')}: **{c['trend']}**"
-               + (f" ({c['direction']})" if c.get("direction") else "") + ". "
-               + measured_range(ln, tr["user_iterations"]), ""]
+        md += ["", (f"Change of the gap from {c['shortest']} to {c['longest']} (seeds {_seeds(c['seeds'])}): "
+                    f"{_f(c['mean_diff'], '+.4f')}, 95% CI [{_f(c['ci_low'], '+.4f')}, {_f(c['ci_high'], '+.4f')}], "
+                    f"p {fmt_p(c['p_value'])}, Holm p {fmt_p(c['p_adjusted'])}; mean gap "
+                    f"{_f(c['gap_shortest'], '+.4f')} -> {_f(c['gap_longest'], '+.4f')}: **{c['trend']}**"
+                    + (f" ({c['direction']})" if c.get("direction") else "") + ". " if c["shortest"] else
+                    f"**{c['trend']}**. ") + measured_range(ln, tr["user_iterations"]), ""]
     return md
 
 
@@ -302,15 +311,22 @@ def render_markdown(report: Mapping[str, Any], figures: Sequence[str]) -> str:
     with the reference and same-LR pairs, the trend with training length, Lookahead, sensitivity,
     real hands; ``figures`` are the file names written beside it."""
     md = (_header(report) + _protocol(report) + _runs(report) + _per_arm(report) + _comparisons(report)
-          + _trend(report) + _lookahead(report) + _sensitivity(report) + _real(report))
+          + answer_sections(report) + _trend(report) + _lookahead(report) + _sensitivity(report) + _real(report)
+          + families_section(report))
     if figures:
         md += ["## Figures", ""] + [f"![{f}]({f})" for f in figures] + [""]
         md += ["`curves.png`: mean over seeds (line) and min-max over seeds (band), raw values, no smoothing; on the "
-               "NME panel the no-learning floors and the 'has not learned' threshold. `calibration.png`: the "
-               "reference's valid NME per epoch (thin: each seed; thick: the mean), measured values, against the "
-               "floors. `trend.png`: Lookahead(X) - X against iterations per run (log scale), mean with its "
-               "unadjusted 95% CI and each seed's difference (faint), with the user's run marked; no line is drawn "
-               "beyond the lengths measured."]
+               "NME panel (from epoch 1) the no-learning floors and the 'has not learned' threshold; the fourth "
+               "panel: Lookahead(X) - X valid NME per epoch for each same-LR pair, mean with its 95% t interval over "
+               "seeds (band) and each seed (faint). `calibration.png`: the reference's valid NME per epoch (thin: "
+               "each seed; thick: the mean), measured values, against the floors. `trend.png`: Lookahead(X) - X "
+               "against iterations per run (log scale), mean with its unadjusted 95% CI and each seed's difference "
+               "(faint), with the user's run marked; hollow: a length where an arm has not learned; no line is drawn "
+               "beyond the lengths measured. `sensitivity.png`: final NME against LR per optimizer (the reference's "
+               "optimizer and Lookahead thick) with the floors; a star marks a line's best LR. `lookahead.png`: the "
+               "effective time tau(t) (each seed thin, the mean thick, the alpha x lr prediction dashed); the slow "
+               "and fast weights where they differ at some validation (arms where every validation followed a sync "
+               "are named in the title, not drawn)."]
     return "\n".join(md) + "\n"
 
 
@@ -325,6 +341,5 @@ def write_report(report: Mapping[str, Any], out_dir: str) -> List[str]:
         elif os.path.exists(path):
             os.remove(path)  # a figure of an earlier report that this one has no data for
     write_json(report, os.path.join(out_dir, REPORT_JSON))
-    with open(os.path.join(out_dir, REPORT_MD), "w", encoding="utf-8") as f:
-        f.write(render_markdown(report, figures))
+    write_text(render_markdown(report, figures), os.path.join(out_dir, REPORT_MD))
     return [os.path.join(out_dir, n) for n in (REPORT_JSON, REPORT_MD, *figures)]
