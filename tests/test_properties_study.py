@@ -11,7 +11,7 @@ import pytest
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
-from conftest import ROOT, make_cfg
+from conftest import ROOT, make_cfg, write_planned_configs
 from test_study_analysis import ADAM, LA, _len_arm, _records, _run, _study
 
 from hrnet.study.analyse import stats
@@ -97,6 +97,7 @@ def hand_study(tmp_path_factory):
                 _run(out, "sgd", s, 0.38 - 0.007 * s, sgd)
         with open(out / "runs" / "la_seed1" / "study_sessions.json", "w") as f:
             json.dump([{"exit_status": 1}], f)
+        write_planned_configs(study, out)  # each with its config.yaml, as the trainer leaves it
     finally:
         os.chdir(here)
     return tmp, study, str(out)

@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, write_planned_configs
 from hrnet.study.analyse import stats
 
 SMOKE = os.path.join(ROOT, "experiments", "studies", "smoke.yaml")
@@ -406,6 +406,7 @@ def test_report_from_hand_made_run_folders(tmp_path):
                 "status": "finished", "epochs_completed": 30, "end_epoch": 30, "final_NME": nme[-1],
                 "best_NME": min(nme), "final_valid_loss": nme[-1] / 100, "wall_time_s": 35.0,
                 "final": {"PCK@0.2": 0.5, "AUC": 0.4, "EPE": 3.0}, "hparams": hp, "history": hist}))
+    write_planned_configs(study, out)  # each with its config.yaml, as the trainer leaves it
     rep = analyse(study, collect(study, str(out)), str(out))
     assert rep["arms"]["la"]["final_NME"]["mean"] == pytest.approx(0.221)
     c = rep["comparisons"]["adam_lr1e-3"]["final_NME"]

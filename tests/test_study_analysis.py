@@ -14,7 +14,7 @@ import re
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, write_planned_configs
 
 from hrnet.study.analyse import stats
 
@@ -179,8 +179,11 @@ LA = dict(ADAM, optimizer="lookahead", k=5, alpha=0.5)
 
 
 def _analyse(study, out):
+    """The report of ``study`` on the hand-made run folders in ``out``, each with its planned
+    config.yaml (written where missing, as the trainer writes it first)."""
     from hrnet.study.analyse.analysis import analyse, collect
 
+    write_planned_configs(study, out)
     return analyse(study, collect(study, str(out)), str(out))
 
 
@@ -207,10 +210,36 @@ def test_only_finished_runs_enter_and_pairs_match_by_seed(tmp_path):
     assert shuffled["comparisons"] == rep["comparisons"] and shuffled["same_lr"] == rep["same_lr"]
 
 
-def test_a_run_finished_before_end_epoch_was_raised_is_not_finished(tmp_path):
-    study = _study(tmp_path, [("adam", "hand_adam.yaml", {})], seeds=(0,), end_epoch=4)
+def test_records_without_config_yaml_are_unverified_and_count_for_nothing(tmp_path):
+    """A finished metrics.json in a folder without config.yaml (which the trainer writes first): nothing
+    says what it trained, so the run is "unverified", in no statistic, and the verdict names it."""
+    study = _study(tmp_path, [("adam", "hand_adam.yaml", {}), ("la", "hand_lookahead_adam.yaml", {})])
     out = tmp_path / "out"
-    _run(out, "adam", 0, 0.2, ADAM, epochs=3)  # "finished" at 3 epochs; the study now asks for 4
+    for s in (0, 1, 2):
+        _run(out, "adam", s, 0.20 + 0.01 * s, ADAM)
+        _run(out, "la", s, 0.19 + 0.01 * s + 0.001 * s * s, LA)
+    write_planned_configs(study, out)
+    os.remove(out / "runs" / "la_seed2" / "config.yaml")
+    from hrnet.study.analyse.analysis import analyse, collect
+
+    rep = analyse(study, collect(study, str(out)), str(out))  # not _analyse: it would write the config.yaml
+    run = next(r for r in rep["runs"] if r["name"] == "la_seed2")
+    assert (run["status"], run["reason"]) == ("unverified", "no config.yaml: cannot be checked against the plan, "
+                                                            "so it counts for nothing"), run
+    la = rep["arms"]["la"]
+    assert la["n_finished"] == 2 and la["final_NME"]["n"] == 2 and la["epochs_to_reach"]["0.3"]["n"] == 2
+    assert la["final_NME"]["mean"] == pytest.approx((0.19 + 0.201) / 2)
+    assert rep["comparisons"]["la"]["final_NME"]["seeds"] == [0, 1]
+    assert rep["same_lr"]["pairs"][0]["comparison"]["n"] == 2 and rep["ranking"]["seeds"] == [0, 1]
+    assert rep["verdict"][0].startswith("1 run folder(s) hold a run of another config than this plan")
+    assert "or no config.yaml (unverified)" in rep["verdict"][0] and "la_seed2 (no config.yaml" in rep["verdict"][0]
+
+
+def test_a_run_finished_before_end_epoch_was_raised_is_not_finished(tmp_path):
+    out = tmp_path / "out"
+    _run(out, "adam", 0, 0.2, ADAM, epochs=3)  # "finished" at 3 epochs ...
+    write_planned_configs(_study(tmp_path, [("adam", "hand_adam.yaml", {})], seeds=(0,), end_epoch=3), out)
+    study = _study(tmp_path, [("adam", "hand_adam.yaml", {})], seeds=(0,), end_epoch=4)  # ... the study now asks for 4
     rep = _analyse(study, out)
     assert rep["runs"][0]["status"] == "partial" and rep["runs"][0]["reason"] == "3/4 epochs"
     assert rep["arms"]["adam"]["final_NME"]["n"] == 0
@@ -592,7 +621,8 @@ def test_report_only_from_the_small_records_alone(tmp_path, capsys):
     out = tmp_path / "study"
     _write_trend_runs(str(out))
     main = _study_cli()
-    for d in (out / "runs").iterdir():  # what a repository keeps besides metrics.json
+    write_planned_configs(study, out)
+    for d in (out / "runs").iterdir():  # what a repository keeps besides metrics.json and config.yaml
         (d / "study_sessions.json").write_text(json.dumps([{"wall_s": 40.0, "exit_status": 0}]))
     assert main([study.path, "--report-only", "--no-real-hands"]) == 0
     first = json.loads((out / "report.json").read_text())

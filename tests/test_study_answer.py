@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from conftest import ROOT
+from conftest import ROOT, write_planned_configs
 from test_study_analysis import ADAM, CFG, LA, _arm, _records, _run, _study
 
 from hrnet.study.analyse import stats
@@ -117,6 +117,7 @@ def _family_runs(out, added=True):
 def _analyse(study, out):
     from hrnet.study.analyse.analysis import analyse, collect
 
+    write_planned_configs(study, out)  # each hand-made run with its config.yaml, as the trainer leaves it
     return analyse(study, collect(study, str(out), evaluate_real=False), str(out))
 
 
@@ -327,23 +328,30 @@ def test_change_words_not_measurable_and_sign_change():
 
 
 # ---------------------------------------------------------------------------- machines
-def test_comparisons_pairing_runs_of_different_cpus_say_so(tmp_path):
+def test_comparisons_pairing_runs_of_different_numerics_say_so(tmp_path):
+    """Machines are told apart by what they computed (the untrained NME here, no fingerprint
+    recorded), not by the CPU's name: other flags with the same numerics pair fine; the same name
+    with another untrained NME crosses machines (tests/test_study_machines.py: the rules in detail)."""
     study = _study(tmp_path, [("adam", "hand_adam.yaml", {}), ("la", "hand_lookahead_adam.yaml", {})],
                    extra="real_hands: false")
     out = tmp_path / "out"
     amx = {"cpu": "Intel Xeon", "cpu_flags": ["avx2", "amx_tile"], "threads": 1, "device": "cpu"}
-    plain = dict(amx, cpu_flags=["avx2"])  # the same model name, other flags: another machine
+    plain = dict(amx, cpu_flags=["avx2"])  # other flags, the same numerics: one machine as far as runs tell
     for s in (0, 1, 2):
         _run(out, "adam", s, 0.2 + 0.01 * s, ADAM, machine=amx)
         _run(out, "la", s, 0.21 + 0.012 * s, LA, machine=plain if s == 2 else amx)
     rep = _analyse(study, out)
     c = rep["comparisons"]["la"]["final_NME"]
-    assert c["mixed_machines"] is True and c["machines"] == ["Intel Xeon (amx_tile, avx2)", "Intel Xeon (avx2)"]
-    assert "comparisons.la.final_NME" in rep["machines"]["mixed"]
-    assert any("pair runs from different CPUs" in s for s in rep["verdict"])
-    _run(out, "la", 2, 0.21 + 0.012 * 2, LA, machine=amx)
+    assert c["machines"] == ["Intel Xeon (amx_tile, avx2)", "Intel Xeon (avx2)"] and c["mixed_machines"] is False
+    assert c["numerics"]["same"] == 3 and c["numerics"]["basis"] == "epoch-0 NME" and rep["machines"]["mixed"] == []
+    assert any("Every comparison pairs runs of the same numerics (by epoch-0 NME)" in s for s in rep["verdict"])
+    final = 0.21 + 0.012 * 2  # the same CPU name, another untrained NME: another machine's arithmetic
+    _run(out, "la", 2, final, LA, machine=amx, nme_curve=[0.7001, 0.5, final - 0.02, final])
     rep = _analyse(study, out)
-    assert rep["machines"]["mixed"] == [] and rep["comparisons"]["la"]["final_NME"]["mixed_machines"] is False
+    c = rep["comparisons"]["la"]["final_NME"]
+    assert c["mixed_machines"] is True and c["numerics"]["crossing_seeds"] == [2]
+    assert "comparisons.la.final_NME" in rep["machines"]["mixed"]
+    assert any("pair runs from machines of different numerics" in s for s in rep["verdict"])
 
 
 # ---------------------------------------------------------------------------- the plan
@@ -368,16 +376,23 @@ def test_the_cpu_study_plan_order():
     from hrnet.study.plan.spec import load_study, plan_runs
 
     names = [r.name for r in plan_runs(load_study(STUDY_CPU, real_hands=""), RECORDS)]
-    done = sorted(os.listdir(os.path.join(RECORDS, "runs")))
-    assert len(names) == 79 and sorted(names[:len(done)]) == done  # the finished runs were the plan's first
-    new = names[len(done):]
-    assert new[:10] == [f"{a}_seed{s}" for s in range(5) for a in ("lookahead_adam_lr2e-4", "adam_lr5e-5")]
-    assert new[10:22] == [f"{a}_seed{s}" for s in range(3) for a in ("adam_lr3e-4", "lookahead_adam_lr3e-4",
+    assert len(names) == 82
+    # priorities 0-2 (the 34 runs of the first sessions) come first; then, in the issue's order:
+    first = {f"{a}_seed{s}" for s in range(5) for a in ("adam", "lookahead_adam")}
+    first |= {f"{a}_seed{s}" for s in range(3) for a in ("adam_e6", "lookahead_adam_e6", "adam_e12",
+                                                         "lookahead_adam_e12", "sgd_lr0.01", "sgd_lr0.001",
+                                                         "rmsprop", "sgd_lr0.0001")}
+    assert set(names[:34]) == first
+    assert set(os.listdir(os.path.join(RECORDS, "runs"))) <= set(names)  # every committed run is planned
+    new = names[34:]
+    assert new[:13] == [f"{a}_seed{s}" for s in range(5) for a in ("adam_rerun", "lookahead_adam_lr2e-4", "adam_lr5e-5")
+                        if a != "adam_rerun" or s < 3]
+    assert new[13:25] == [f"{a}_seed{s}" for s in range(3) for a in ("adam_lr3e-4", "lookahead_adam_lr3e-4",
                                                                        "adam_lr1e-3", "lookahead_adam_lr1e-3")]
-    assert new[22:31] == [f"lookahead_adam_{ka}_seed{s}" for s in range(3)
+    assert new[25:34] == [f"lookahead_adam_{ka}_seed{s}" for s in range(3)
                           for ka in ("k5_a0.8", "k10_a0.5", "k10_a0.8")]
-    assert new[31:37] == [f"{a}_seed{s}" for s in range(3) for a in ("adam_e60", "lookahead_adam_e60")]
-    assert new[37:] == [f"{a}_seed{s}" for s in (3, 4) for a in ("adam_e6", "lookahead_adam_e6", "adam_e12",
+    assert new[34:40] == [f"{a}_seed{s}" for s in range(3) for a in ("adam_e60", "lookahead_adam_e60")]
+    assert new[40:] == [f"{a}_seed{s}" for s in (3, 4) for a in ("adam_e6", "lookahead_adam_e6", "adam_e12",
                                                                    "lookahead_adam_e12")]
 
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import FAKE_TRAINER_START, ROOT
 
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 CFG = os.path.join(ROOT, "experiments")
@@ -201,11 +201,9 @@ def test_move_stale_keeps_the_old_folder_and_trains_the_planned_run(tmp_path):
     from hrnet.study.execute.runner import execute
     from hrnet.study.plan.spec import StudyError, plan_runs
 
-    fake = tmp_path / "fake_train.py"  # the planned run: writes a finished metrics.json into its folder
-    fake.write_text("import json, os, sys\na = sys.argv\nd = os.path.join(a[a.index('OUTPUT_DIR') + 1], "
-                    "a[a.index('EXPERIMENT_NAME') + 1])\nos.makedirs(d, exist_ok=True)\n"
-                    "json.dump({'status': 'finished', 'epochs_completed': 3, 'final_NME': 0.1}, "
-                    "open(os.path.join(d, 'metrics.json'), 'w'))\n")
+    fake = tmp_path / "fake_train.py"  # the planned run: its config.yaml and a finished metrics.json
+    fake.write_text(FAKE_TRAINER_START + "import json\njson.dump({'status': 'finished', 'epochs_completed': 3, "
+                    "'final_NME': 0.1}, open(os.path.join(run_dir, 'metrics.json'), 'w'))\n")
     out = tmp_path / "out"
     old = plan_runs(_study(tmp_path), str(out))[0]
     _train_by_hand(old)
@@ -220,6 +218,9 @@ def test_move_stale_keeps_the_old_folder_and_trains_the_planned_run(tmp_path):
     kept = json.loads((out / "stale" / moved[0] / "metrics.json").read_text())
     assert kept["final_NME"] == pytest.approx(0.297)  # the old run, untouched
     assert "TRAIN.LR 0.0001 -> 0.05" in lines[0] and "moved to" in lines[0]
+    from hrnet.study.plan.runs import run_status
+
+    assert run_status(run) == ("finished", "")  # the new folder holds the planned run
 
 
 # ---------------------------------------------------------------------------- the same setting

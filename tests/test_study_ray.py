@@ -21,7 +21,7 @@ from typing import Dict, Optional, Tuple
 
 import pytest
 
-from conftest import ROOT
+from conftest import FAKE_TRAINER_START, ROOT
 
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 
@@ -197,10 +197,10 @@ def test_unreachable_ray_address_is_one_line(study_file, tmp_path):
 
 
 # ---------------------------------------------------------------------------- fake trainers
-FAKE_TRAINER = r'''
-import json, os, signal, sys, time
-run_dir, mode = sys.argv[-2], sys.argv[-1]
-os.makedirs(run_dir, exist_ok=True)
+FAKE_TRAINER = FAKE_TRAINER_START + r'''
+import json, signal, time
+# What this run does: modes.json beside the run folders, {run name: mode} (see _fake_runs).
+mode = json.load(open(os.path.join(os.path.dirname(run_dir), "modes.json")))[os.path.basename(run_dir)]
 attempts = len([f for f in os.listdir(run_dir) if f.startswith("attempt")])
 with open(os.path.join(run_dir, f"attempt{attempts}"), "w") as f:
     f.write(str(os.getpid()))
@@ -221,8 +221,10 @@ if mode == "go":  # until the test says go (a file beside the run folders)
     while not os.path.exists(os.path.join(os.path.dirname(run_dir), "go")) and time.time() < deadline:
         time.sleep(0.05)
 with open(os.path.join(run_dir, "metrics.json"), "w") as f:
-    json.dump({"status": "finished", "epochs_completed": 2, "final_NME": 0.25}, f)
+    json.dump({"status": "finished", "epochs_completed": cfg.TRAIN.END_EPOCH, "final_NME": 0.25}, f)
 '''
+#: A fake run's overrides but its folder: 2 epochs (the fake "trains" them at once).
+FAKE_OPTS = ("TRAIN.END_EPOCH", "2", "TRAIN.LR_STEP", "[1]")
 
 
 def _fake_runs(tmp_path, *modes: str):
@@ -230,9 +232,11 @@ def _fake_runs(tmp_path, *modes: str):
 
     fake = tmp_path / "fake_train.py"
     fake.write_text(FAKE_TRAINER)
-    # The fake trainer's last two arguments: its run folder and what it does (see FAKE_TRAINER).
-    dirs = [str(tmp_path / f"fake_seed{i}") for i in range(len(modes))]
-    runs = [PlannedRun("fake", i, "cfg.yaml", d, (d, mode), 2) for i, (d, mode) in enumerate(zip(dirs, modes))]
+    names = [f"fake_seed{i}" for i in range(len(modes))]
+    (tmp_path / "modes.json").write_text(json.dumps(dict(zip(names, modes))))  # what each does (FAKE_TRAINER)
+    cfg = os.path.join(ROOT, "experiments", "hand_adam.yaml")
+    runs = [PlannedRun("fake", i, cfg, str(tmp_path / n),
+                       FAKE_OPTS + ("OUTPUT_DIR", str(tmp_path), "EXPERIMENT_NAME", n), 2) for i, n in enumerate(names)]
     return [sys.executable, str(fake)], runs
 
 
@@ -348,7 +352,7 @@ def test_a_node_running_other_code_is_refused_at_start(ray_address, tmp_path):
 
 TWO_NODES = r'''
 import json, os, shutil, sys, threading, time
-root, fake, out, copy = sys.argv[1:5]
+root, fake, out, copy, opts = sys.argv[1:5] + [json.loads(sys.argv[5])]
 sys.path.insert(0, root)
 import ray
 from ray.cluster_utils import Cluster
@@ -360,8 +364,14 @@ from hrnet.study.plan.spec import PlannedRun
 cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
 ray.init(address=cluster.address, logging_level="WARNING")
 head = ray.get_runtime_context().get_node_id()
-dirs = [os.path.join(out, f"fake_seed{i}") for i in range(2)]
-runs = [PlannedRun("fake", i, "cfg.yaml", d, (d, "go"), 2) for i, d in enumerate(dirs)]
+names = [f"fake_seed{i}" for i in range(2)]
+dirs = [os.path.join(out, n) for n in names]
+os.makedirs(out, exist_ok=True)
+with open(os.path.join(out, "modes.json"), "w") as f:  # both wait for the go (the fake trainer's modes)
+    json.dump(dict.fromkeys(names, "go"), f)
+cfg = os.path.join(root, "experiments", "hand_adam.yaml")
+runs = [PlannedRun("fake", i, cfg, d, tuple(opts) + ("OUTPUT_DIR", out, "EXPERIMENT_NAME", n), 2)
+        for i, (n, d) in enumerate(zip(names, dirs))]
 ex = RayExecutor([sys.executable, fake], out)
 
 lines, results = [], []
@@ -403,7 +413,8 @@ def test_a_node_that_fails_the_task_check_is_kept_out(tmp_path):
     cmd, _ = _fake_runs(tmp_path, "go")
     script = tmp_path / "two_nodes.py"
     script.write_text(TWO_NODES)
-    res = subprocess.run([sys.executable, str(script), ROOT, cmd[1], str(tmp_path / "out"), str(copy)],
+    res = subprocess.run([sys.executable, str(script), ROOT, cmd[1], str(tmp_path / "out"), str(copy),
+                          json.dumps(FAKE_OPTS)],
                          capture_output=True, text=True, timeout=600, cwd=str(tmp_path))
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     report = json.loads(res.stdout.strip().splitlines()[-1])

@@ -6,9 +6,13 @@
 - the study's execution: the resume decision from a run folder, ``--jobs N``'s threads per run,
   the Ray executor's shared-folder probe against a node-local folder at the same path;
 - the real-photo cache key; the training loader's last partial batch; COCO-WholeBody's
-  ``*hand_valid`` default; ``TRAIN.LOOKAHEAD.EVAL_WEIGHTS`` in ``tools/test.py``.
+  ``*hand_valid`` default; ``TRAIN.LOOKAHEAD.EVAL_WEIGHTS`` in ``tools/test.py``;
+- setup.cfg's mutation sections against the modules that decide a result;
+- the survivors of the ``inference`` and ``evaluate`` mutation runs (the demo's crops and
+  predictions, the ONNX loader, the flip test, the loss sum, BN recalibration, the saved files).
 
-Each is fast (no training); each failed with its bug planted by hand (docs/mutation_testing.md).
+Each is fast (no training); each failed with its bug planted by hand or killed its mutants
+(docs/mutation_testing.md).
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, make_cfg
+from conftest import FAKE_TRAINER_START, ROOT, make_cfg, write_planned_config, write_planned_configs
 from test_study_analysis import ADAM, LA, _len_arm, _real_records, _records, _run, _study
 
 from hrnet.study.analyse import stats
@@ -38,6 +42,7 @@ def _in_tmp(tmp_path, monkeypatch):
 def _analyse(study, out):
     from hrnet.study.analyse.analysis import analyse, collect
 
+    write_planned_configs(study, out)  # each hand-made run with its config.yaml, as the trainer leaves it
     return analyse(study, collect(study, str(out)), str(out))
 
 
@@ -87,6 +92,7 @@ def _three_arm_study(tmp_path, finished=(0, 1, 2)):
         _run(out, "adam", s, 0.9 * floor + 0.001 * s, ADAM)
         _run(out, "sgd", s, 0.95 * floor + 0.002 * s, sgd)
         _run(out, "la", s, 0.5 * floor + 0.001 * s * s, LA)
+    write_planned_configs(study, out)
     return study, out
 
 
@@ -183,9 +189,13 @@ def test_epochs_to_reach_counts_finished_runs_only(tmp_path):
 
 # ---------------------------------------------------------------------------- plan: run_status
 def _planned(tmp_path, end_epoch=3):
+    """Run ``a_seed0`` of ``end_epoch`` epochs, its folder holding its config.yaml (as the trainer leaves it)."""
     d = tmp_path / "runs" / "a_seed0"
-    d.mkdir(parents=True, exist_ok=True)
-    return PlannedRun("a", 0, "cfg.yaml", str(d), (), end_epoch)
+    run = PlannedRun("a", 0, os.path.join(ROOT, "experiments", "hand_adam.yaml"), str(d),
+                     ("TRAIN.END_EPOCH", str(end_epoch), "OUTPUT_DIR", str(d.parent), "EXPERIMENT_NAME", d.name),
+                     end_epoch)
+    write_planned_config(run)
+    return run
 
 
 def test_run_status_case_by_case(tmp_path):
@@ -229,6 +239,24 @@ def test_run_status_reads_the_folder_when_not_given(tmp_path):
     assert run_status(_planned(tmp_path, end_epoch=3))[0] == "failed"  # the session file was read too
 
 
+def test_run_status_follows_the_sessions_outcome(tmp_path):
+    """The last session's ``outcome`` (read from the run folder by the executor) decides over its exit
+    status, which is a launcher's: torchrun exits 1 for a rank stopped at a checkpoint (partial,
+    resumable), and a launcher stopped by SIGTERM after its rank failed exits 143 (failed)."""
+    from hrnet.study.plan.runs import run_status
+
+    run = _planned(tmp_path)
+    stopped = {"status": "interrupted", "epochs_completed": 1}
+    assert run_status(run, stopped, [{"exit_status": 1, "outcome": "interrupted"}]) == ("partial", "1/3 epochs"), \
+        "a torchrun stopped at a checkpoint (exit 1, outcome interrupted) read as failed"
+    (tmp_path / "runs" / "a_seed0" / "stdout.log").write_text("ValueError: rank 0 failed\n")
+    assert run_status(run, dict(stopped, status="failed"), [{"exit_status": 143, "outcome": "failed"}]) == (
+        "failed", "exit status 143: ValueError: rank 0 failed"), "a session whose outcome is failed read as partial"
+    # Without an outcome (records before it), the exit status decides, as before.
+    assert run_status(run, stopped, [{"exit_status": 1}])[0] == "failed"
+    assert run_status(run, stopped, [{"exit_status": 143}])[0] == "partial"
+
+
 # ---------------------------------------------------------------------------- execute: resume, threads, Ray probe
 @pytest.mark.parametrize("files, resume", [
     ((), False),
@@ -250,11 +278,8 @@ def test_run_command_resumes_a_folder_with_run_files(tmp_path, files, resume):
     assert cmd == ["python", "train.py", "--cfg", "arm.yaml"] + (["--resume"] if resume else []) + ["SEED", "0"]
 
 
-FAKE_TRAIN = r'''
-import json, os, sys
-args = sys.argv[1:]
-run_dir = os.path.join(args[args.index("OUTPUT_DIR") + 1], args[args.index("EXPERIMENT_NAME") + 1])
-os.makedirs(run_dir, exist_ok=True)
+FAKE_TRAIN = FAKE_TRAINER_START + r'''
+import json
 with open(os.path.join(run_dir, "probe.json"), "w") as f:
     json.dump({"omp": os.environ.get("OMP_NUM_THREADS")}, f)
 with open(os.path.join(run_dir, "metrics.json"), "w") as f:
@@ -584,7 +609,7 @@ def _wide_cfg(real_hands, *opts):
                            "test_freihand.json", "WORKERS", "0", "DEVICE", "cpu", "CHANNELS_LAST", "False", *opts])
 
 
-def test_crop_hands_and_predict_crops_equal_the_test_set_path(real_hands):
+def test_crop_hands_and_predict_crops_equal_the_test_set_path(real_hands, capsys):
     """The demo's crops of the annotated boxes are the test dataset's crops, and its predictions
     ``run_inference``'s on that dataset (flip test on), whatever the box padding."""
     import cv2
@@ -608,11 +633,14 @@ def test_crop_hands_and_predict_crops_equal_the_test_set_path(real_hands):
         got = predict_crops(model, images, mats, cfg, torch.device("cpu"))
         np.testing.assert_allclose(got["preds"][0], ref["preds"][i], atol=1e-6)
         np.testing.assert_allclose(got["scores"][0], ref["scores"][i], atol=1e-6)
+    two, two_mats = crop_hands(cv2.imread(rec.image_path), [list(ds.record(0).bbox), list(rec.bbox)], cfg)
+    assert two.shape == (2, 3, 64, 48) and torch.equal(two[1], images[0]) and np.array_equal(two_mats[1], mats[0])
     none, mats = crop_hands(np.zeros((10, 10, 3), np.uint8), np.zeros((0, 4)), cfg)
     assert none.shape == (0, 3, 64, 48) and mats.shape == (0, 2, 3)
     empty = predict_crops(model, none, mats, cfg, torch.device("cpu"))
     assert empty["preds"].shape == (0, 21, 2) and empty["scores"].shape == (0, 21)
     assert empty["scores"].dtype == np.float32
+    assert capsys.readouterr().err == ""  # no progress bar: the demo prints its own lines
 
 
 @pytest.mark.parametrize("box, inside", [
@@ -640,7 +668,7 @@ class _FakeOrt:
         class InferenceSession:
             def __init__(self, path, sess_options=None, providers=None):
                 if ort.fail:
-                    raise RuntimeError("[ONNXRuntimeError] : 7 : INVALID_PROTOBUF :\n  bad file")
+                    raise RuntimeError("[ONNXRuntimeError] : 7 : INVALID_PROTOBUF :\n  bad file" + " x" * 200)
                 ort.calls.append((path, sess_options, providers))
 
             def get_inputs(self):
@@ -683,6 +711,8 @@ def test_load_onnx_model_checks_the_file_and_its_shapes(tmp_path, monkeypatch, r
     out = model(x.transpose(2, 3))
     assert out.shape == (2, 21, 16, 12) and out.dtype == torch.float32 and ort.calls[-1] == ("run", ["input"])
     assert out[0, 0, 0, 0].item() == pytest.approx(x.float().mean().item())
+    inference.load_onnx_model(str(path), cfg, threads=1)
+    assert ort.calls[-1][1].intra_op_num_threads == 1
     inference.load_onnx_model(str(path), cfg)
     assert not hasattr(ort.calls[-1][1], "intra_op_num_threads")  # threads 0: onnxruntime's default
     for shapes in ((["b", 3, 48, 64], ["b", 21, 16, 12]), (["b", 3, 64, 48], ["b", 21, 12, 16]),
@@ -692,8 +722,9 @@ def test_load_onnx_model_checks_the_file_and_its_shapes(tmp_path, monkeypatch, r
             inference.load_onnx_model(str(path), cfg)
     ort.fail = True
     with pytest.raises(CheckpointError, match=r"m\.onnx: onnxruntime cannot load it \(\[ONNXRuntimeError\] : 7 : "
-                                              r"INVALID_PROTOBUF : bad file\)$"):
+                                              r"INVALID_PROTOBUF : bad file( x)*\)$") as err:
         inference.load_onnx_model(str(path), cfg)
+    assert len(str(err.value)) == len(f"{path}: onnxruntime cannot load it ()") + 200  # its first 200 characters
 
 
 def test_missing_onnxruntime_says_how_to_install_it(monkeypatch):
@@ -731,3 +762,152 @@ def test_recalibrate_bn_averages_the_first_batches_of_a_copy():
     assert int(bn.num_batches_tracked) == 2 and not copy.training and seen == [True, True]
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     assert model.training and model[1].momentum == 0.3
+
+
+def _numpy_batches(n_batches=2, b=2, j=21, size=(48, 64), seed=0):
+    """Batches as a list (no collate): tensors for the image, numpy float64 / int32 meta arrays."""
+    from data.transforms import get_affine_transform
+
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for k in range(n_batches):
+        mats = np.stack([get_affine_transform(np.array([100.0 + 10 * i, 90.0]), np.array([120.0, 160.0]), 0.0,
+                                              (size[0] // 4, size[1] // 4), inverse=True) for i in range(b)])
+        out.append({"image": torch.randn(b, 3, size[1], size[0], generator=g),
+                    "target": torch.rand(b, j, size[1] // 4, size[0] // 4, generator=g), "target_weight": torch.ones(b, j),
+                    "meta": {"hm_to_img": mats, "joints": np.zeros((b, j, 3)), "bbox": np.ones((b, 4)),
+                             "image_id": np.arange(b, dtype=np.int32) + 10 * k,
+                             "ann_id": np.arange(b, dtype=np.int32) + 100 * k}})
+    return out
+
+
+def test_run_inference_flip_test_and_output_types(real_hands, capsys):
+    """Flip test: the mean of the heatmaps of the image and of the mirrored image mapped back (scores
+    too); numpy meta accepted; outputs cast to float32 / int64; channels_last only when asked; the
+    progress bar named ``test`` only with ``progress`` (its default), erased at the end."""
+    from data.codec import HeatmapCodec
+    from data.transforms import transform_points
+    from hrnet.evaluation.evaluate import flip_back, run_inference
+
+    cfg = _wide_cfg(real_hands, "TEST.FLIP_TEST", "True")
+    seen = []
+
+    class Probe(_PoolHead):
+        def forward(self, x):
+            seen.append(x.is_contiguous(memory_format=torch.channels_last))
+            return super().forward(x)
+
+    model, batches = Probe().eval(), _numpy_batches()
+    out = run_inference(model, batches, cfg, torch.device("cpu"), progress=False)
+    assert capsys.readouterr().err == "" and seen == [False, False]
+    images = torch.cat([b["image"] for b in batches])
+    with torch.no_grad():
+        hm = 0.5 * (model(images) + flip_back(model(torch.flip(images, dims=[3]))))
+    xy, scores = HeatmapCodec.from_cfg(cfg).decode(hm)
+    mats = np.concatenate([b["meta"]["hm_to_img"] for b in batches])
+    np.testing.assert_allclose(out["scores"], scores.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(out["preds"], transform_points(xy.double().numpy(), mats), atol=1e-4)
+    assert [out[k].dtype for k in ("joints", "bbox", "image_id", "ann_id")] == [np.float32, np.float32, np.int64,
+                                                                                np.int64]
+    assert out["ann_id"].tolist() == [0, 1, 100, 101]
+    run_inference(model, batches[:1], cfg, torch.device("cpu"))
+    err = capsys.readouterr().err
+    assert err.startswith("\rtest: ") and err.endswith("\r") and "\n" not in err, repr(err)
+
+
+def test_run_inference_sums_the_loss_in_float64():
+    """The loss of many batches is summed in float64: 2**24 + 1 survives (float32 would round it away)."""
+    from hrnet.evaluation.evaluate import run_inference
+
+    cfg = make_cfg(None, ["MODEL.IMAGE_SIZE", "[48, 64]", "MODEL.HEATMAP_SIZE", "[12, 16]", "CHANNELS_LAST", "False"])
+    losses = iter([2.0 ** 24, 1.0])
+    out = run_inference(_PoolHead().eval(), _numpy_batches(b=1), cfg, torch.device("cpu"),
+                        criterion=lambda *args: torch.tensor(next(losses)), progress=False)
+    assert out["loss_sum"] == 2.0 ** 24 + 1 and out["count"] == 2
+
+
+def test_run_inference_and_oracle_of_an_empty_loader(capsys):
+    from hrnet.evaluation.evaluate import run_inference, run_oracle
+
+    cfg = make_cfg(None, ["MODEL.NUM_JOINTS", "5"])
+    for out in (run_inference(_PoolHead(5), [], cfg, torch.device("cpu"), progress=False), run_oracle([], cfg, False)):
+        got = {k: (v.shape, v.dtype) for k, v in out.items()}
+        assert got == {"preds": ((0, 5, 2), np.float64), "scores": ((0, 5), np.float32),
+                       "joints": ((0, 5, 3), np.float32), "bbox": ((0, 4), np.float32),
+                       "image_id": ((0,), np.int64), "ann_id": ((0,), np.int64)}
+    run_oracle(_numpy_batches(1, j=21), make_cfg(None, ["MODEL.IMAGE_SIZE", "[48, 64]", "MODEL.HEATMAP_SIZE",
+                                                        "[12, 16]"]))  # progress by default
+    assert capsys.readouterr().err.startswith("\roracle: ")
+
+
+def test_coco_results_score_is_the_float64_mean_and_zero_without_joints():
+    from hrnet.evaluation.evaluate import to_coco_results
+
+    scores = np.full((1, 21), 0.1, np.float32)
+    scores[0, :3] = [0.3, 0.7, 0.9]
+    res = {"preds": np.zeros((1, 21, 2), np.float32), "scores": scores, "image_id": np.array([1]),
+           "ann_id": np.array([2])}
+    assert to_coco_results(res)[0]["score"] == float(scores.astype(np.float64).mean())
+    none = {"preds": np.zeros((2, 0, 2)), "scores": np.zeros((2, 0)), "image_id": np.array([1, 1]),
+            "ann_id": np.array([3, 4])}
+    assert [(r["score"], r["keypoints"]) for r in to_coco_results(none)] == [(0.0, []), (0.0, [])]
+
+
+def test_save_evaluation_files(tmp_path, monkeypatch):
+    """metrics.json: every metric but the per-image array, plus ``extra``; predictions.json on one
+    line; ced.png drawn with the failure threshold and title given (0.1 and the default title by
+    default); an existing folder is fine."""
+    from hrnet.evaluation import evaluate
+
+    drawn = []
+    monkeypatch.setattr(evaluate, "save_ced_plot", lambda *a: drawn.append(a))
+    res = {"preds": np.zeros((1, 21, 2)), "scores": np.ones((1, 21), np.float32), "image_id": np.array([1]),
+           "ann_id": np.array([2])}
+    metrics = {"NME": 0.25, "per_image_NME": np.array([0.25])}
+    out = tmp_path / "ev"
+    out.mkdir()
+    paths = evaluate.save_evaluation(str(out), metrics, res, extra={"weights": "slow"})
+    assert json.loads((out / "metrics.json").read_text()) == {"NME": 0.25, "weights": "slow"}
+    assert (out / "predictions.json").read_text().count("\n") == 0
+    assert drawn == [(metrics["per_image_NME"], paths["ced"], 0.1, "")]
+    evaluate.save_evaluation(str(out), metrics, res, 0.2, None, "run")
+    assert drawn[-1][2:] == (0.2, "run") and json.loads((out / "metrics.json").read_text()) == {"NME": 0.25}
+
+
+def test_ced_plot_draws_the_curve_the_threshold_and_the_numbers(tmp_path, monkeypatch):
+    """ced.png: a 500 x 400 picture of the CED curve (401 thresholds up to twice the failure
+    threshold), the threshold as a dashed grey line, NME / failures / n in the legend, the axes
+    labelled; an all-NaN input still draws (NaN legend)."""
+    from matplotlib.figure import Figure
+
+    from hrnet.evaluation.evaluate import save_ced_plot
+    from hrnet.evaluation.metrics import ced_curve
+
+    figures = []
+    savefig = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: figures.append(self) or savefig(self, *a, **k))
+    per_image = np.array([0.05, 0.1, 0.3, np.nan])
+    path = save_ced_plot(per_image, str(tmp_path / "sub" / "ced.png"))
+    assert path == str(tmp_path / "sub" / "ced.png")
+    import cv2
+
+    assert cv2.imread(path).shape == (400, 500, 3)
+    (ax,) = figures[-1].axes
+    assert ax.get_subplotspec().get_geometry() == (1, 1, 0, 0)
+    (line,) = ax.get_lines()[:1]
+    x, y = ced_curve(per_image, 0.2, num=401)
+    np.testing.assert_array_equal(line.get_xdata(), x)
+    np.testing.assert_array_equal(line.get_ydata(), y)
+    assert line.get_linewidth() == 2 and line.get_label() == "NME 0.1500, failures 33.3% (n=3)"
+    vline = ax.get_lines()[1]
+    assert list(vline.get_xdata()) == [0.1, 0.1] and vline.get_color() == "gray"
+    assert vline.get_linestyle() == "--" and vline.get_linewidth() == 1
+    assert ax.get_xlim() == (0.0, 0.2) and ax.get_ylim() == (0.0, 1.0)
+    assert (ax.get_xlabel(), ax.get_ylabel(), ax.get_title()) == (
+        "NME (error / max(bbox w, h))", "fraction of images", "Cumulative error distribution")
+    assert ax.xaxis.get_gridlines()[0].get_alpha() == 0.3 and ax.get_legend()._loc == 4  # lower right
+    save_ced_plot(np.array([np.nan]), str(tmp_path / "nan.png"), 0.2, "run")
+    ax = figures[-1].axes[0]
+    assert ax.get_lines()[0].get_label() == "NME nan, failures nan% (n=0)" and ax.get_title() == "run"
+    save_ced_plot(np.array([0.2, 0.3]), str(tmp_path / "edge.png"), 0.2)
+    assert figures[-1].axes[0].get_lines()[0].get_label() == "NME 0.2500, failures 50.0% (n=2)"  # 0.2 is no failure

@@ -20,15 +20,18 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import glob
+import hashlib
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, ContextManager, Dict, Optional
+from typing import Any, ContextManager, Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
 
 __all__ = ["configure_backends", "configure_backends_from_cfg", "select_device", "cpu_has_native_bf16", "cuda_has_native_bf16", "AmpPolicy",
+           "describe_machine", "numerics_fingerprint",
            "amp_policy", "amp_policy_from_cfg", "DeviceError"]
 
 _logger = logging.getLogger(__name__)
@@ -111,12 +114,14 @@ CPUINFO = "/proc/cpuinfo"
 
 @functools.lru_cache(maxsize=None)
 def _cpuinfo_field(path: str, name: str) -> Optional[str]:
-    """The value of the first ``name`` line of ``path`` (a /proc/cpuinfo), None when absent or unreadable."""
+    """The value of the first ``name`` line of ``path`` (a /proc/cpuinfo), None when absent or unreadable.
+    The key must match whole: ``model`` is not ``model name``."""
     try:
         with open(path) as f:
             for line in f:
-                if line.startswith(name):
-                    return line.split(":", 1)[1].strip()
+                key, sep, value = line.partition(":")
+                if sep and key.strip() == name:
+                    return value.strip()
     except OSError:
         pass
     return None
@@ -131,14 +136,98 @@ def _cpu_flags(path: str) -> frozenset:
 _REPORTED_CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "fma")
 
 
+#: Where the CPU's cache levels are read (``index*/level``, ``type``, ``size``; patchable by tests).
+CPU_CACHE = "/sys/devices/system/cpu/cpu0/cache"
+
+
+def _cpu_id(path: str) -> Dict[str, Optional[int]]:
+    """``family``, ``model``, ``stepping`` of the first processor in ``path`` (None where absent)."""
+    out: Dict[str, Optional[int]] = {}
+    for key, name in (("family", "cpu family"), ("model", "model"), ("stepping", "stepping")):
+        value = _cpuinfo_field(path, name)
+        out[key] = int(value) if value is not None and value.isdigit() else None
+    return out
+
+
+def _cache_kib(folder: str) -> Dict[str, int]:
+    """``{"L2": KiB, "L3": KiB}`` of the data/unified caches under ``folder`` (sysfs); empty when unreadable."""
+    out: Dict[str, int] = {}
+    for entry in sorted(glob.glob(os.path.join(folder, "index*"))):
+        try:
+            with open(os.path.join(entry, "level")) as f:
+                level = f.read().strip()
+            with open(os.path.join(entry, "type")) as f:
+                kind = f.read().strip()
+            with open(os.path.join(entry, "size")) as f:
+                size = f.read().strip()
+        except OSError:
+            continue
+        scale = {"K": 1, "M": 1024, "G": 1024 * 1024}.get(size[-1:].upper())
+        number = size[:-1] if scale else size
+        if level in ("2", "3") and kind != "Instruction" and number.isdigit():
+            out[f"L{level}"] = int(number) * (scale or 1)
+    return out
+
+
+#: The convolutions of :func:`numerics_fingerprint`: (in, out channels, kernel, stride, input size), as
+#: in HRNet (the stem's stride-2 3x3, a branch's 3x3 at 18 channels, a 1x1 fuse, a 3x3 at 32): oneDNN
+#: blocks channels by 8 or 16, so the odd widths take other kernels than the even ones.
+_FINGERPRINT_CONVS = ((3, 64, 3, 2, 32), (18, 18, 3, 1, 16), (36, 18, 1, 1, 8), (32, 32, 3, 1, 16))
+
+
+def _fingerprint_tensors(device: torch.device) -> List[torch.Tensor]:
+    """The float32 results :func:`numerics_fingerprint` hashes: each convolution's output and its
+    input and weight gradients, and a matmul."""
+    gen = torch.Generator().manual_seed(20240611)  # private: the global RNG (training's) is untouched
+    out: List[torch.Tensor] = []
+    for cin, cout, k, stride, size in _FINGERPRINT_CONVS:
+        x = torch.randn(4, cin, size, size, generator=gen).to(device).requires_grad_(True)
+        w = (0.1 * torch.randn(cout, cin, k, k, generator=gen)).to(device).requires_grad_(True)
+        # float32 whatever the caller's context (the trainer may be inside an autocast region)
+        with torch.enable_grad(), torch.autocast(device.type, enabled=False):
+            y = F.conv2d(x, w, stride=stride, padding=k // 2)
+            grad = torch.randn(y.shape, generator=gen).to(device)
+            out += [y.detach(), *torch.autograd.grad(y, (x, w), grad)]
+    a, b = torch.randn(128, 192, generator=gen).to(device), torch.randn(192, 96, generator=gen).to(device)
+    with torch.no_grad(), torch.autocast(device.type, enabled=False):
+        out.append(torch.mm(a, b))
+    return out
+
+
+def numerics_fingerprint(device: Optional[torch.device] = None) -> Optional[str]:
+    """sha256 (first 16 hex digits) of the float32 results of a small fixed computation through the
+    kernels training uses (:data:`_FINGERPRINT_CONVS` forward and backward, batch 4: oneDNN's path on
+    a CPU, cuDNN's on a GPU; and a matmul), on seeded inputs from a private generator, at the current
+    thread count and backend flags. About 10 ms once the kernels are loaded.
+
+    Equal fingerprints: the machines compute these kernels bitwise alike (the same training run gives
+    the same numbers, as far as these kernels tell). Different: they do not, so the same run may end
+    elsewhere (oneDNN picks kernels and blocking by microarchitecture and cache sizes; the CPU's name
+    does not decide it). None where the device cannot run it."""
+    device = torch.device("cpu") if device is None else torch.device(device)
+    try:
+        tensors = _fingerprint_tensors(device)
+    except (RuntimeError, AssertionError):  # e.g. a CUDA device this process cannot use
+        return None
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(t.float().contiguous().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def describe_machine(device: torch.device) -> Dict[str, Any]:
-    """What a run's numbers were measured on: CPU model and its relevant flags, torch version and
-    intra-op threads, the device (and the GPU's name on CUDA)."""
+    """What a run's numbers were measured on: CPU model, family/model/stepping, L2/L3 cache (KiB) and
+    its relevant flags, torch version and intra-op threads, the device (and the GPU's name on CUDA),
+    and ``numerics`` (:func:`numerics_fingerprint` on ``device``: equal fingerprints, bitwise-alike
+    kernels; the CPU's name alone does not tell)."""
     flags = _cpu_flags(CPUINFO)
-    out: Dict[str, Any] = {"cpu": _cpuinfo_field(CPUINFO, "model name") or "unknown", "cpu_flags": [f for f in _REPORTED_CPU_FLAGS if f in flags],
+    out: Dict[str, Any] = {"cpu": _cpuinfo_field(CPUINFO, "model name") or "unknown",
+                           "cpu_flags": [f for f in _REPORTED_CPU_FLAGS if f in flags], "cpu_id": _cpu_id(CPUINFO),
+                           "cache_kib": _cache_kib(CPU_CACHE),
                            "torch": torch.__version__, "threads": torch.get_num_threads(), "device": str(device)}
     if device.type == "cuda":
         out["gpu"] = torch.cuda.get_device_name(device)
+    out["numerics"] = numerics_fingerprint(device)
     return out
 
 

@@ -12,8 +12,10 @@ sensitivity and real-photo results on common seeds (``rankings.py``), the answer
 against the user's other optimizers, effective-step pairs, effective time, k x alpha, tuned against
 tuned, the table of Holm families fixed by the plan and the machines: ``families.py``) and the
 verdict sentences (``verdict.py``). Arms that are shorter or longer versions of another arm enter the trend only;
-every other family compares arms at the reference's training length. Only finished runs enter
-any statistic. Paths in the report are relative to the working directory.
+every other family compares arms at the reference's training length. Replicate arms (another arm's
+setting again: ``machines.py``) enter only the machine-to-machine spread (``replicates``,
+``machine_spread``). Only finished runs enter any statistic. Paths in the report are relative to
+the working directory.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from hrnet.study.analyse.code_versions import provenance
 from hrnet.study.analyse.comparisons import lookahead_slow_fast, same_lr_pairs, vs_reference
 from hrnet.study.analyse.families import answer_sections
 from hrnet.study.analyse.floors import LEARNED_FRACTION, has_learned, study_floors
+from hrnet.study.analyse.machines import machine_spread, replicate_arms
 from hrnet.study.analyse.rankings import ranking, real_hands_summary, sensitivity
 from hrnet.study.analyse.real_photos import FROM_RECORDS, evaluate_real_hands, study_real_sets
 from hrnet.study.plan.identity import run_code_versions
@@ -106,17 +109,24 @@ def _record(run: PlannedRun, out_dir: str) -> Dict[str, Any]:
 
 def _machine(info: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
     """The machine the run trained on, as ``metrics.json`` records it (``machine``: cpu, cpu_flags,
-    torch, threads, device), or None for a run that did not record it."""
+    torch, threads, device; cpu_id, cache_kib and the ``numerics`` fingerprint where recorded), or
+    None for a run that did not record it."""
     m = info.get("machine")
     if not isinstance(m, dict):
         return None
     flags = m.get("cpu_flags")
     threads = m.get("threads")
-    return {"cpu": m.get("cpu") if isinstance(m.get("cpu"), str) else None,
-            "cpu_flags": [str(f) for f in flags] if isinstance(flags, list) else [],
-            "torch": m.get("torch") if isinstance(m.get("torch"), str) else None,
-            "threads": threads if isinstance(threads, int) and not isinstance(threads, bool) else None,
-            "device": m.get("device") if isinstance(m.get("device"), str) else None}
+    text = (lambda k: m.get(k) if isinstance(m.get(k), str) else None)
+    out = {"cpu": text("cpu"), "cpu_flags": [str(f) for f in flags] if isinstance(flags, list) else [],
+           "torch": text("torch"),
+           "threads": threads if isinstance(threads, int) and not isinstance(threads, bool) else None,
+           "device": text("device")}
+    for k in ("cpu_id", "cache_kib"):  # recorded since the numerics fingerprint (hrnet.runtime.device)
+        if isinstance(m.get(k), dict):
+            out[k] = dict(m[k])
+    if text("numerics"):
+        out["numerics"] = text("numerics")
+    return out
 
 
 def collect(study: Study, out_dir: str, evaluate_real: bool = True) -> List[Dict[str, Any]]:
@@ -203,8 +213,11 @@ def analyse(study: Study, records: Sequence[Mapping[str, Any]], out_dir: str) ->
     floors = study_floors(arm_config(study, study.arm(study.reference)), sets, out_dir)
     floors["learned_fraction"] = LEARNED_FRACTION
     floor = floors["valid"]["box_centre"]["NME"] if floors.get("available") else None
-    by_arm = {a.name: [r for r in records if r["arm"] == a.name] for a in study.arms}
-    arms = {a.name: _arm_entry(study, a, by_arm[a.name], floor) for a in study.arms}
+    every_run = {a.name: [r for r in records if r["arm"] == a.name] for a in study.arms}
+    every_arm = {a.name: _arm_entry(study, a, every_run[a.name], floor) for a in study.arms}
+    replicates = replicate_arms(every_arm, study.reference)  # the same runs again: the machine spread only
+    by_arm = {a: rs for a, rs in every_run.items() if a not in replicates}
+    arms = {a: e for a, e in every_arm.items() if a not in replicates}
     variants = length_variants(arms, study.reference)
     for name, of in variants.items():
         arms[name]["length_variant_of"] = of
@@ -225,6 +238,8 @@ def analyse(study: Study, records: Sequence[Mapping[str, Any]], out_dir: str) ->
     if committed is not None and report["real_hands"].get("available"):
         report["real_hands"]["source"] = FROM_RECORDS
     report.update(answer_sections(study.reference, by_arm, arms, main, report))
+    report["replicates"] = {a: dict(every_arm[a], replicate_of=of) for a, of in replicates.items()}
+    report["machine_spread"] = machine_spread(report, every_run, every_arm, replicates)
     report["provenance"] = provenance(report, by_arm)
     report["verdict"] = _stale_sentence(records) + verdict(report)
     return report

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Mapping
 
 from hrnet.study.analyse import stats
+from hrnet.study.analyse.machines import spread_sentence
 from hrnet.study.analyse.trend import FEWER_LEARNED
 from hrnet.study.analyse.words import fmt, fmt_p
 
@@ -183,14 +184,26 @@ def _families(report: Mapping[str, Any]) -> List[str]:
 
 
 def _machines(report: Mapping[str, Any]) -> List[str]:
+    """Which comparisons pair runs of other numerics (``numerics.py``), and each replicate's spread."""
     mc = report.get("machines") or {}
+    spread = [spread_sentence(e) for e in (report.get("machine_spread") or {}).get("replicates", [])]
+    spread = [t for t in spread if t]
     if not mc.get("machines"):
-        return []
+        return spread
+    basis = " or ".join(mc.get("bases") or []) or "nothing recorded"
+    cpus = f"CPU names (not what decides): {'; '.join(mc['machines'])}"
+    out = []
     if mc["mixed"]:
-        return [f"{len(mc['mixed'])} comparison(s) pair runs from different CPUs (or a machine not recorded): "
-                + ", ".join(mc["mixed"][:8]) + (" ..." if len(mc["mixed"]) > 8 else "")
-                + f"; CPUs: {'; '.join(mc['machines'])}."]
-    return [f"Every comparison pairs runs of one CPU model: {mc['machines'][0]}."]
+        out.append(f"{len(mc['mixed'])} comparison(s) pair runs from machines of different numerics (by {basis}) on "
+                   "some seeds: " + ", ".join(mc["mixed"][:8]) + (" ..." if len(mc["mixed"]) > 8 else "")
+                   + f"; {cpus}.")
+    if mc.get("unknown"):
+        out.append(f"{len(mc['unknown'])} comparison(s) have pairs whose machines cannot be told apart (no "
+                   "fingerprint, no comparable untrained NME): " + ", ".join(mc["unknown"][:8])
+                   + (" ..." if len(mc["unknown"]) > 8 else "") + ".")
+    if not out:
+        out.append(f"Every comparison pairs runs of the same numerics (by {basis}); {cpus}.")
+    return out + spread
 
 
 def trend_change_text(ln: Mapping[str, Any]) -> str:

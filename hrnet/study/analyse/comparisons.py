@@ -16,7 +16,9 @@ members, whether or not they have finished (a member without a p-value counts as
 run finishing in one family never changes another family's verdicts and, in its own family, can
 only lower the others' adjusted p-values; a family whose members have fewer pairs than their
 arms plan is marked ``provisional``. Each comparison names the machines (CPU model and flags
-recorded in ``metrics.json``) of the runs it pairs.
+recorded in ``metrics.json``) of the runs it pairs and whether its pairs share numerics
+(``numerics.py``: by fingerprint or untrained NME, not by the CPU's name), and its ``arms`` and
+``metric`` (so a same-machine check can redo it with a replicate, ``machines.py``).
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from hrnet.study.analyse import stats
+from hrnet.study.analyse.numerics import comparison_numerics
 
 __all__ = ["COMPARED_METRICS", "per_seed", "vs_reference", "same_lr_pairs", "lookahead_pairs", "lookahead_slow_fast",
            "family_dicts", "compare_family", "planned_pairs", "machines", "OPTIMIZER_KEYS"]
@@ -70,13 +73,16 @@ def _machine_name(r: Mapping[str, Any]) -> str:
     return m["cpu"] + (f" ({', '.join(sorted(flags))})" if flags else "")
 
 
-def machines(by_arm: Mapping[str, Sequence[Mapping[str, Any]]], a: str, b: str, seeds: Sequence[int]
-             ) -> Dict[str, Any]:
-    """The machines (CPU model and flags) of the finished runs of ``a`` and ``b`` at ``seeds``:
-    ``machines`` (distinct, sorted) and ``mixed_machines`` (the pairs span more than one CPU)."""
+def machines(by_arm: Mapping[str, Sequence[Mapping[str, Any]]], a: str, b: str, seeds: Sequence[int],
+             arms: Optional[Mapping[str, Mapping[str, Any]]] = None) -> Dict[str, Any]:
+    """The machines of the finished runs of ``a`` and ``b`` at ``seeds``: ``machines`` (their CPU
+    names and flags, distinct, sorted: for the reader), ``numerics`` (``numerics.comparison_numerics``:
+    which pairs share numerics, by fingerprint or epoch-0 NME) and ``mixed_machines`` (some pair
+    crosses machines: its two runs computed differently, whatever their CPU names say)."""
     names = sorted({_machine_name(r) for arm in (a, b) for r in by_arm.get(arm, ())
                     if r["status"] == "finished" and r["seed"] in set(seeds)})
-    return {"machines": names, "mixed_machines": len(names) > 1}
+    num = comparison_numerics(by_arm, arms or {}, a, b, seeds)
+    return {"machines": names, "numerics": num, "mixed_machines": num["different"] > 0}
 
 
 def compare_family(by_arm: Mapping[str, Sequence[Mapping[str, Any]]], arms: Mapping[str, Mapping[str, Any]],
@@ -91,7 +97,8 @@ def compare_family(by_arm: Mapping[str, Sequence[Mapping[str, Any]]], arms: Mapp
     out = family_dicts(family, stuck, len(members))
     provisional = any(out[k]["n"] < (planned_pairs(arms, a, b) or 0) for k, (a, b) in members.items())
     for k, (a, b) in members.items():
-        out[k].update(provisional=provisional, **machines(by_arm, a, b, out[k]["seeds"]))
+        out[k].update(provisional=provisional, arms=[a, b], metric=key,
+                      **machines(by_arm, a, b, out[k]["seeds"], arms))
     return out
 
 

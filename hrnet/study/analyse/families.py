@@ -4,7 +4,8 @@ family fixed by the plan, and the machines the compared runs trained on.
 :func:`answer_sections` adds to the report dict: ``key_lookahead``, ``lookahead_vs_user``,
 ``effective_step``, ``k_alpha_vs_key``, ``tuned``, ``effective_time``, ``user_ranking``,
 ``families`` (one row per family: its planned size m, the members measured, provisional or not)
-and ``machines`` (the CPUs of the compared runs; the comparisons that pair runs of different CPUs).
+and ``machines`` (the CPUs of the compared runs; the comparisons whose pairs cross machines, by
+numerics: ``numerics.py``).
 """
 from __future__ import annotations
 
@@ -97,12 +98,21 @@ def _walk(node: Any, path: str = "") -> Iterator[Tuple[str, Mapping[str, Any]]]:
 
 
 def machine_summary(report: Mapping[str, Any]) -> Dict[str, Any]:
-    """The CPUs of the runs the comparisons pair, and the comparisons (report paths) that pair runs
-    of different CPUs or of a machine not recorded."""
+    """The CPUs of the runs the comparisons pair (``machines``, for the reader) and, decided by
+    numerics (``numerics.py``: fingerprint, else untrained NME) rather than by those names, the
+    comparisons (report paths) whose pairs cross machines (``mixed``) or cannot be told (``unknown``),
+    and the bases used."""
     seen: Dict[str, None] = {}
     mixed: List[str] = []
-    for path, c in _walk({k: v for k, v in report.items() if k not in ("runs", "arms", "families")}):
+    unknown: List[str] = []
+    bases: Dict[str, None] = {}
+    skip = ("runs", "arms", "families", "replicates", "machine_spread")
+    for path, c in _walk({k: v for k, v in report.items() if k not in skip}):
         seen.update(dict.fromkeys(c.get("machines") or ()))
+        num = c.get("numerics") or {}
         if c["mixed_machines"]:
             mixed.append(path)
-    return {"machines": sorted(seen), "mixed": mixed}
+        if num.get("unknown"):
+            unknown.append(path)
+        bases.update(dict.fromkeys(b for b in (num.get("basis") or "").split(" and ") if b))
+    return {"machines": sorted(seen), "mixed": mixed, "unknown": unknown, "bases": list(bases)}

@@ -29,6 +29,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from hrnet.study.analyse import stats
 from hrnet.study.analyse.comparisons import compare_family, family_dicts, lookahead_pairs, machines, per_seed
+from hrnet.study.analyse.numerics import merge_numerics
 
 __all__ = ["LENGTH_KEYS", "length_of", "length_variants", "trend", "GROWS", "SHRINKS", "HOLDS", "REVERSES",
            "NOT_MEASURABLE", "FEWER_LEARNED"]
@@ -134,8 +135,10 @@ def trend(by_arm: Mapping[str, Sequence[Mapping[str, Any]]], arms: Mapping[str, 
     changes = family_dicts(raw, m=len(lines))
     provisional = any(c["provisional"] for c in adjusted.values())
     for k, e in ends.items():
-        names = sorted({n for pair in (e or ()) for n in machines(by_arm, *pair, changes[k]["seeds"])["machines"]})
-        changes[k].update(provisional=provisional, machines=names, mixed_machines=len(names) > 1)
+        found = [machines(by_arm, *pair, changes[k]["seeds"], arms) for pair in (e or ())]
+        num = merge_numerics([f["numerics"] for f in found])
+        changes[k].update(provisional=provisional, machines=sorted({n for f in found for n in f["machines"]}),
+                          numerics=num, mixed_machines=num["different"] > 0)
     out = [_line(line, arms, adjusted, changes[_key(line)], ends[_key(line)], reference, user_iterations)
            for line in lines]
     out.sort(key=lambda ln: (not ln["reference_line"], ln["optimizer"], ln["lr"] or 0.0))

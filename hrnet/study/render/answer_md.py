@@ -141,10 +141,14 @@ def families_section(report: Mapping[str, Any]) -> List[str]:
                       ", ".join(fmt_p(p) for p in r["p_adjusted"])] for r in rows])
     mc = report.get("machines") or {}
     if mc.get("machines"):
-        md += ["", "Machines (CPU model and flags of each run's metrics.json) of the compared runs: "
-               + "; ".join(mc["machines"]) + ". "
-               + (f"Comparisons pairing runs from different CPUs (or a machine not recorded): {', '.join(mc['mixed'])}."
-                  if mc["mixed"] else "Every comparison pairs runs of one CPU.")]
+        basis = " or ".join(mc.get("bases") or []) or "nothing recorded"
+        md += ["", "Machines of the compared runs, decided by numerics (two runs of one seed share them when their "
+               "`numerics` fingerprints are equal, else when their untrained epoch-0 NME is exactly equal; the CPU "
+               f"name does not decide it); basis used here: {basis}. CPU names: " + "; ".join(mc["machines"]) + ". "
+               + (f"Comparisons whose pairs cross machines on some seeds: {', '.join(mc['mixed'])}." if mc["mixed"]
+                  else "Every comparison pairs runs of the same numerics.")
+               + (f" Machines not told apart (no fingerprint, no comparable untrained NME): {', '.join(mc['unknown'])}."
+                  if mc.get("unknown") else "")]
     return md + [""]
 
 

@@ -17,6 +17,7 @@ from hrnet.study.analyse.calibration import calibration_sentence
 from hrnet.study.analyse.comparisons import COMPARED_METRICS
 from hrnet.study.render.answer_md import answer_sections, families_section
 from hrnet.study.render.figures import FIGURES
+from hrnet.study.render.machines_md import machine_spread_section
 from hrnet.study.render.md import COMP_HEAD, comp_cells, msd, seeds_text, table
 from hrnet.study.analyse.verdict import fmt as _f, fmt_p, measured_range
 
@@ -312,7 +313,7 @@ def render_markdown(report: Mapping[str, Any], figures: Sequence[str]) -> str:
     real hands; ``figures`` are the file names written beside it."""
     md = (_header(report) + _protocol(report) + _runs(report) + _per_arm(report) + _comparisons(report)
           + answer_sections(report) + _trend(report) + _lookahead(report) + _sensitivity(report) + _real(report)
-          + families_section(report))
+          + families_section(report) + machine_spread_section(report))
     if figures:
         md += ["## Figures", ""] + [f"![{f}]({f})" for f in figures] + [""]
         md += ["`curves.png`: mean over seeds (line) and min-max over seeds (band), raw values, no smoothing; on the "
