@@ -23,7 +23,7 @@ recorded in ``metrics.json``) of the runs it pairs and whether its pairs share n
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -217,3 +217,15 @@ def lookahead_slow_fast(by_arm: Mapping[str, Sequence[Mapping[str, Any]]], arms:
                   "epochs_where_they_differ": {str(k): x for k, x in v["n_differ"].items()},
                   "eval_weights": next((r["eval_weights"] for r in done if r["eval_weights"]), None)}
     return out
+
+
+def walk_dicts(node: Any, keys: Sequence[str], path: str = "") -> Iterator[Tuple[str, Dict[str, Any]]]:
+    """(report path, dict) of every dict inside ``node`` (a report, depth first) holding all ``keys``."""
+    if isinstance(node, dict):
+        if all(k in node for k in keys):
+            yield path, node
+        for k, v in node.items():
+            yield from walk_dicts(v, keys, f"{path}.{k}" if path else str(k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from walk_dicts(v, keys, f"{path}[{i}]")

@@ -9,11 +9,11 @@ numerics: ``numerics.py``).
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, List, Mapping, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Sequence
 
 from hrnet.study.analyse.answer import (ADDED, USER, effective_step, effective_step_pairs, k_alpha_vs_key,
                                         key_lookahead, lookahead_vs_user, tuned, user_ranking)
-from hrnet.study.analyse.comparisons import lookahead_pairs
+from hrnet.study.analyse.comparisons import lookahead_pairs, walk_dicts
 from hrnet.study.analyse.effective_time import effective_time
 
 __all__ = ["answer_sections", "family_table", "machine_summary"]
@@ -85,18 +85,6 @@ def family_table(report: Mapping[str, Any]) -> List[Dict[str, Any]]:
     return rows
 
 
-def _walk(node: Any, path: str = "") -> Iterator[Tuple[str, Mapping[str, Any]]]:
-    """(path, dict) of every dict in ``node`` that records the machines of a comparison."""
-    if isinstance(node, Mapping):
-        if "mixed_machines" in node:
-            yield path, node
-        for k, v in node.items():
-            yield from _walk(v, f"{path}.{k}" if path else str(k))
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            yield from _walk(v, f"{path}[{i}]")
-
-
 def machine_summary(report: Mapping[str, Any]) -> Dict[str, Any]:
     """The CPUs of the runs the comparisons pair (``machines``, for the reader) and, decided by
     numerics (``numerics.py``: fingerprint, else untrained NME) rather than by those names, the
@@ -107,7 +95,7 @@ def machine_summary(report: Mapping[str, Any]) -> Dict[str, Any]:
     unknown: List[str] = []
     bases: Dict[str, None] = {}
     skip = ("runs", "arms", "families", "replicates", "machine_spread")
-    for path, c in _walk({k: v for k, v in report.items() if k not in skip}):
+    for path, c in walk_dicts({k: v for k, v in report.items() if k not in skip}, ("mixed_machines",)):
         seen.update(dict.fromkeys(c.get("machines") or ()))
         num = c.get("numerics") or {}
         if c["mixed_machines"]:

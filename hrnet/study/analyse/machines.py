@@ -19,10 +19,10 @@ of its planned family (p x m).
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from hrnet.study.analyse import stats
-from hrnet.study.analyse.comparisons import machines, per_seed
+from hrnet.study.analyse.comparisons import machines, per_seed, walk_dicts
 from hrnet.study.analyse.numerics import finished_by_seed, pair_numerics, untrained_nme, untrained_setting
 from hrnet.study.analyse.words import fmt
 
@@ -71,18 +71,6 @@ def _spread_entry(rep: str, of: str, by_arm: Runs, arms: Arms) -> Dict[str, Any]
             "config": arms[rep].get("config"), "overrides": list(arms[rep].get("overrides", []))}
 
 
-def _walk(node: Any, path: str = "") -> Iterator[Tuple[str, Dict[str, Any]]]:
-    """(report path, dict) of every comparison dict that names its ``arms`` and ``metric``."""
-    if isinstance(node, dict):
-        if "arms" in node and "metric" in node and "numerics" in node:
-            yield path, node
-        for k, v in node.items():
-            yield from _walk(v, f"{path}.{k}" if path else str(k))
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            yield from _walk(v, f"{path}[{i}]")
-
-
 def _substitutes(side: str, other: str, rep: str, seeds: Sequence[int], by_arm: Runs, arms: Arms) -> List[int]:
     """The seeds where ``side`` and ``other`` cross machines and ``rep`` (a replicate of ``side``)
     shares numerics with ``other``."""
@@ -113,7 +101,7 @@ def same_machine_checks(report: Mapping[str, Any], by_arm: Runs, arms: Arms, rep
     one side substituted on the seeds where it shares numerics with the other side."""
     skip = ("runs", "arms", "families", "machines", "machine_spread", "replicates")
     out = []
-    for path, c in _walk({k: v for k, v in report.items() if k not in skip}):
+    for path, c in walk_dicts({k: v for k, v in report.items() if k not in skip}, ("arms", "metric", "numerics")):
         if c["metric"] != "final_NME" or not c["numerics"]["different"]:
             continue
         for i, side in enumerate(c["arms"]):

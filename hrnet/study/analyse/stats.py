@@ -97,8 +97,23 @@ def _t_test_p(mean: float, std: float, n: int) -> float:
     return float(2.0 * t.sf(abs(mean) / (std / math.sqrt(n)), n - 1))
 
 
+class _PerSeed:
+    """``n`` and ``to_dict`` of a per-seed result dataclass (fields ``seeds`` and ``diffs``)."""
+    seeds: tuple
+    diffs: tuple
+
+    @property
+    def n(self) -> int:
+        return len(self.seeds)
+
+    def to_dict(self) -> Dict[str, object]:
+        d = asdict(self)
+        d["seeds"], d["diffs"], d["n"] = list(self.seeds), list(self.diffs), self.n
+        return d
+
+
 @dataclass(frozen=True)
-class PairedComparison:
+class PairedComparison(_PerSeed):
     """An arm against a reference over the seeds both finished.
 
     ``diffs`` are per seed ``arm - reference`` (so negative favours the arm when lower is better);
@@ -123,15 +138,6 @@ class PairedComparison:
     lower_is_better: bool = True
     level: float = 0.95
     family_size: int = 1
-
-    @property
-    def n(self) -> int:
-        return len(self.seeds)
-
-    def to_dict(self) -> Dict[str, object]:
-        d = asdict(self)
-        d["seeds"], d["diffs"], d["n"] = list(self.seeds), list(self.diffs), self.n
-        return d
 
 
 def decide(n: int, mean_diff: float, p: float, lower_is_better: bool = True, level: float = 0.95,
@@ -212,7 +218,7 @@ def adjust_family(family: Mapping[str, PairedComparison], not_learned: Iterable[
 
 
 @dataclass(frozen=True)
-class Equivalence:
+class Equivalence(_PerSeed):
     """Two one-sided paired t-tests (TOST) of ``-margin < mean(arm - reference) < margin``.
 
     ``p_lower``: H0 mean <= -margin; ``p_upper``: H0 mean >= +margin; ``p_value`` the larger of the
@@ -232,15 +238,6 @@ class Equivalence:
     verdict: str
     level: float = 0.95
     family_size: int = 1
-
-    @property
-    def n(self) -> int:
-        return len(self.seeds)
-
-    def to_dict(self) -> Dict[str, object]:
-        d = asdict(self)
-        d["seeds"], d["diffs"], d["n"] = list(self.seeds), list(self.diffs), self.n
-        return d
 
 
 def _equivalence_verdict(n: int, p: float, level: float) -> str:
