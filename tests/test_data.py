@@ -624,12 +624,15 @@ def test_coco_wholebody_one_hand_and_a_bad_hand_beside_a_good_one(tmp_path):
     np.testing.assert_allclose(recs[1].bbox, [50, 70, 60, 40])
     both = dict(body, lefthand_kpts=[0.0] * 9, lefthand_box=[90, 70, 60, 40],
                 righthand_kpts=_hand(60.0).ravel().tolist(), righthand_box=[50, 70, 60, 40])
-    path = _coco_json(tmp_path, img, [both])
+    bad_right = dict(body, id=6, lefthand_kpts=_hand().ravel().tolist(), lefthand_box=[90, 70, 60, 40],
+                     righthand_kpts=[0.0] * 9, righthand_box=[50, 70, 60, 40])
+    path = _coco_json(tmp_path, img, [both, bad_right])
     skipped = []
-    with pytest.warns(UserWarning, match=rf"^{path}: skipped 1 bad sample"):
+    with pytest.warns(UserWarning, match=rf"^{path}: skipped 2 bad sample"):
         recs = read_coco(path, str(tmp_path), on_bad="skip", skipped=skipped)
-    assert [r.ann_id for r in recs] == [9]
+    assert [r.ann_id for r in recs] == [9, 12]
     assert "annotation id 4 (left hand, sample id 8)" in skipped[0], skipped
+    assert "annotation id 6 (right hand, sample id 13)" in skipped[1], skipped
 
 
 def test_coco_default_is_21_joints(tmp_path):

@@ -450,7 +450,13 @@ def test_the_committed_cpu_study_answers(tmp_path):
     line = rep["trend"]["lines"][0]
     assert [p["both_learned"] for p in line["points"]] == [False, False, True, True]
     assert (line["change"]["shortest"], line["change"]["longest"]) == ("lookahead_adam", "lookahead_adam_e60")
-    assert rep["machines"]["mixed"] == [] and len(rep["machines"]["machines"]) == 1
+    # the first 34 runs share one machine's numerics; this round's runs (another machine, same CPU
+    # name: epoch-0 NME 0.68088 against 0.68020) cross machines in every comparison they enter
+    mixed = rep["machines"]["mixed"]
+    assert "comparisons.lookahead_adam_lr2e-4.final_NME" in mixed and "effective_step.pairs[1].difference" in mixed
+    assert not [p for p in mixed if p.startswith(("comparisons.lookahead_adam.", "comparisons.rmsprop.",
+                                                  "comparisons.sgd", "lookahead_vs_user", "trend"))]
+    assert len(rep["machines"]["machines"]) == 1
     md = render_markdown(rep, [])
     assert "## Effective time" in md and "## Tuned against tuned" in md and "provisional" in md
     json.dumps(rep, default=str)  # JSON-able as write_report writes it

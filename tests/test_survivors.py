@@ -590,7 +590,8 @@ def test_every_module_that_decides_a_result_has_a_mutation_section():
 
 # ---------------------------------------------------------------------------- evaluation: the demo's inference path
 class _PoolHead(torch.nn.Module):
-    """A stand-in network: (B, 3, H, W) -> (B, J, H / 4, W / 4) heatmaps, a fixed function of the pixels."""
+    """A stand-in network: (B, 3, H, W) -> (B, J, H / 4, W / 4) heatmaps, a fixed function of the pixels
+    plus a left-to-right ramp (so that the heatmaps of a mirrored image are not the mirrored heatmaps)."""
 
     def __init__(self, joints=21):
         super().__init__()
@@ -599,7 +600,8 @@ class _PoolHead(torch.nn.Module):
         self.bn = torch.nn.BatchNorm2d(joints)
 
     def forward(self, x):
-        return self.bn(torch.nn.functional.conv2d(torch.nn.functional.avg_pool2d(x, 4), self.weight))
+        out = self.bn(torch.nn.functional.conv2d(torch.nn.functional.avg_pool2d(x, 4), self.weight))
+        return out + torch.linspace(0.0, 2.0, out.shape[-1])
 
 
 def _wide_cfg(real_hands, *opts):
@@ -648,6 +650,7 @@ def test_crop_hands_and_predict_crops_equal_the_test_set_path(real_hands, capsys
     ([np.nan, 0, 5, 5], False), ([0, 0, np.inf, 5], False), ([100, 10, 5, 5], False), ([99.5, 10, 5, 5], True),
     ([10, 50, 5, 5], False), ([10, 49.9, 5, 5], True), ([-5, 10, 5, 5], False), ([-4.9, 10, 5, 5], True),
     ([10, -5, 5, 5], False), ([10, -4.9, 5, 5], True), ([10, 10, 5, 5, 0.9], True),
+    ([10, 10, 0, 5], False), ([10, 10, 5, 0], False), ([10, 10, 0.5, 5], True), ([10, 10, 5, 0.5], True),
 ])
 def test_box_in_image(box, inside):
     from hrnet.evaluation.inference import box_in_image
@@ -760,6 +763,8 @@ def test_recalibrate_bn_averages_the_first_batches_of_a_copy():
     torch.testing.assert_close(bn.running_mean, torch.stack([b.mean((0, 2, 3)) for b in x]).mean(0))
     torch.testing.assert_close(bn.running_var, torch.stack([b.var((0, 2, 3), unbiased=True) for b in x]).mean(0))
     assert int(bn.num_batches_tracked) == 2 and not copy.training and seen == [True, True]
+    recalibrate_bn(model, batches, 1, make_cfg(None, ["CHANNELS_LAST", "False", "DEVICE", "cpu"]), torch.device("cpu"))
+    assert seen == [True, True, False]
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     assert model.training and model[1].momentum == 0.3
 
@@ -802,7 +807,9 @@ def test_run_inference_flip_test_and_output_types(real_hands, capsys):
     assert capsys.readouterr().err == "" and seen == [False, False]
     images = torch.cat([b["image"] for b in batches])
     with torch.no_grad():
-        hm = 0.5 * (model(images) + flip_back(model(torch.flip(images, dims=[3]))))
+        plain = model(images)
+        hm = 0.5 * (plain + flip_back(model(torch.flip(images, dims=[3]))))
+    assert not torch.allclose(hm, plain, atol=1e-3)  # the flip test changes the heatmaps here
     xy, scores = HeatmapCodec.from_cfg(cfg).decode(hm)
     mats = np.concatenate([b["meta"]["hm_to_img"] for b in batches])
     np.testing.assert_allclose(out["scores"], scores.numpy(), rtol=1e-5)
