@@ -133,7 +133,9 @@ NO_SHRINK = settings(SLOW, phases=(Phase.explicit, Phase.reuse, Phase.generate))
 @NO_SHRINK
 @given(st.randoms(use_true_random=False))
 def test_the_analysis_does_not_depend_on_the_order_of_the_run_folders(hand_study, reference_report, rnd):
-    """The folder listings in any order while the runs are read (os.listdir, glob): the same report."""
+    """The folder listings in any order while the runs are read (os.listdir, glob): the same report.
+    ``collect`` reads the folders the plan names and lists none today, so this guards against a
+    listing creeping in (the records' order is the next test's)."""
     from hrnet.study.analyse.analysis import analyse, collect
 
     tmp, study, out = hand_study

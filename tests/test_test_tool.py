@@ -402,6 +402,9 @@ def test_model_file_errors_name_the_file(tmp_path, real_hands):
                               "allow the mismatch)")
     _, info = load_model_file(cfg, path, torch.device("cpu"))
     assert info.config is not None and info.config.MODEL.NAME == "hrnet_w18_small" and info.mismatches == []
+    with pytest.warns(UserWarning, match="was trained with another model than the config"):
+        _, info = load_model_file(big, path, torch.device("cpu"), check_config=False)  # the weights fit: sizes only
+    assert info.mismatches == ["MODEL.IMAGE_SIZE: [64, 64] -> [128, 128]", "MODEL.HEATMAP_SIZE: [16, 16] -> [32, 32]"]
 
 
 def test_an_unknown_model_name_is_a_config_error_with_the_builders_words(tmp_path, real_hands):
