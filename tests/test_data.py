@@ -874,7 +874,7 @@ def test_check_images_defaults_and_the_image_check(tmp_path):
     png[i + 4:i + 12] = b"\x55" * 8  # damaged pixel data: only a full decode finds it
     (tmp_path / "img1.png").write_bytes(bytes(png))
     skipped = []
-    with pytest.warns(UserWarning, match=rf"^src: skipped 1 bad sample"):
+    with pytest.warns(UserWarning, match=r"^src: skipped 1 bad sample"):
         kept = check_images(recs, "skip", "src", skipped=skipped)
     assert [r.ann_id for r in kept] == [500, 501]
     assert "img2.png: labelled keypoint(s) far outside the 320x240 image" in skipped[0] and "in src)" in skipped[0]

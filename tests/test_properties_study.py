@@ -11,7 +11,7 @@ import pytest
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
-from conftest import ROOT, make_cfg, write_planned_configs
+from conftest import make_cfg, write_planned_configs
 from test_study_analysis import ADAM, LA, _len_arm, _records, _run, _study
 
 from hrnet.study.analyse import stats

@@ -734,7 +734,8 @@ def test_missing_onnxruntime_says_how_to_install_it(monkeypatch):
     from hrnet.evaluation.inference import import_onnxruntime
 
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
-    with pytest.raises(ImportError, match=r'onnxruntime is not installed \(.*\): pip install -e "\.\[export\]" installs it'):
+    with pytest.raises(ImportError, match=r'onnxruntime is not installed \(.*\): pip install -e "\.\[export\]" '
+                                          r"installs it"):
         import_onnxruntime()
 
 
@@ -779,7 +780,8 @@ def _numpy_batches(n_batches=2, b=2, j=21, size=(48, 64), seed=0):
         mats = np.stack([get_affine_transform(np.array([100.0 + 10 * i, 90.0]), np.array([120.0, 160.0]), 0.0,
                                               (size[0] // 4, size[1] // 4), inverse=True) for i in range(b)])
         out.append({"image": torch.randn(b, 3, size[1], size[0], generator=g),
-                    "target": torch.rand(b, j, size[1] // 4, size[0] // 4, generator=g), "target_weight": torch.ones(b, j),
+                    "target": torch.rand(b, j, size[1] // 4, size[0] // 4, generator=g),
+                    "target_weight": torch.ones(b, j),
                     "meta": {"hm_to_img": mats, "joints": np.zeros((b, j, 3)), "bbox": np.ones((b, 4)),
                              "image_id": np.arange(b, dtype=np.int32) + 10 * k,
                              "ann_id": np.arange(b, dtype=np.int32) + 100 * k}})

@@ -312,7 +312,8 @@ def test_latest_and_best_weights_choices():
     la = {"optimizer": {"lookahead": {}}, "slow_state_dict": {k: slow[k] for k in ("conv.weight", "conv.bias")}}
 
     def ck(weights="slow", bn=0):
-        return CfgNode.load_cfg(f"TRAIN:\n  LOOKAHEAD:\n    EVAL_WEIGHTS: {weights}\n    BN_RECALIBRATE_BATCHES: {bn}\n")
+        return CfgNode.load_cfg(f"TRAIN:\n  LOOKAHEAD:\n    EVAL_WEIGHTS: {weights}\n"
+                                f"    BN_RECALIBRATE_BATCHES: {bn}\n")
 
     used, state, notes = _latest_weights(la, fast, model, ck("fast"), "auto", "p.pth")
     assert (used, notes) == ("fast", []) and state is fast
@@ -381,7 +382,8 @@ def test_model_file_errors_name_the_file(tmp_path, real_hands):
     path, model = _best(tmp_path, cfg)
     sd = model.state_dict()
     cases = {"empty.pth": ({"state_dict": {}}, r"empty\.pth: no model state_dict found"),
-             "yaml.pth": ({"state_dict": sd, "config": "MODEL: [x\n"}, r"yaml\.pth: the stored config is not valid yaml"),
+             "yaml.pth": ({"state_dict": sd, "config": "MODEL: [x\n"},
+                          r"yaml\.pth: the stored config is not valid yaml"),
              "missing.pth": ({"state_dict": {k: v for k, v in list(sd.items())[1:]}},
                              r"missing\.pth: the weights do not fit the model of MODEL\.NAME 'hrnet_w18_small' / "
                              r"MODEL\.NUM_JOINTS 21 \(Error\(s\) in loading state_dict for \w+:\)$")}
