@@ -90,7 +90,7 @@ def ray_address() -> str:
     try:
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("OMP_NUM_THREADS", "2")  # as exported in the shell that started the cluster
-            ctx = ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+            ctx = ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
     finally:
         signal.signal(signal.SIGINT, old)
     yield ctx.address_info["gcs_address"]

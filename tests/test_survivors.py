@@ -387,6 +387,22 @@ def test_ray_probe_refuses_a_node_local_folder_at_the_same_path(tmp_path, monkey
     missing.close()
 
 
+def test_ray_without_an_address_starts_its_own_instance(tmp_path, monkeypatch):
+    """No --ray-address: a new local instance, also where RAY_ADDRESS (or a leftover cluster's
+    /tmp/ray/ray_current_cluster) names another cluster; ray.init(address=None) would join that one
+    (CI met such a cluster). --ray-address auto is passed through for Ray to resolve."""
+    ray_cluster = pytest.importorskip("hrnet.study.execute.ray_cluster")
+    ray = ray_cluster.ray
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")
+    calls = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: calls.append(kw))
+    monkeypatch.setattr(ray_cluster.RayExecutor, "_check_nodes", lambda self: None)
+    for address, expected in ((None, "local"), ("auto", "auto")):
+        ray_cluster.RayExecutor([sys.executable, "train.py"], str(tmp_path / "study"), address=address).open()
+        assert calls.pop()["address"] == expected
+
+
 def test_ray_training_task_checks_the_folder_again(tmp_path, monkeypatch):
     """A node that joined after the probe: the training task itself finds no marker and reports the
     node unfit instead of training (no process, nothing written)."""

@@ -164,8 +164,10 @@ class RayExecutor(Executor):
         if not ray.is_initialized():
             _check_reachable(self.address)
             local = {"include_dashboard": False} if self.address is None else {}
+            # No address: a new local instance, as --help says; ray.init(None) would join a cluster that
+            # RAY_ADDRESS or /tmp/ray/ray_current_cluster names (a leftover one, another user's).
             try:
-                ray.init(address=self.address, logging_level=logging.WARNING, **local)
+                ray.init(address=self.address or "local", logging_level=logging.WARNING, **local)
             except ConnectionError as exc:
                 raise ExecutorError(f"--ray-address {self.address}: {_one_line(exc)}") from exc
             self._owns_ray = True
