@@ -139,7 +139,8 @@ def _add_executor_options(parser: argparse.ArgumentParser) -> None:
                         help="local: processes on this machine (--devices); ray: one Ray task per run on a Ray "
                              "cluster (needs pip install -e \".[cluster]\"; README: Many machines)")
     parser.add_argument("--ray-address", default=None,
-                        help="Ray cluster to run on (auto: the one this node joined; default: a new local instance, whatever RAY_ADDRESS says)")
+                        help="Ray cluster to run on (auto: the one this node joined; default: a new local "
+                             "instance, whatever RAY_ADDRESS says)")
     parser.add_argument("--gpus-per-run", type=float, default=None,
                         help="GPUs of each run's Ray task (default 0; 0.5 lets two runs share a GPU; 2 for a "
                              "2-process --launcher)")
