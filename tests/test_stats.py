@@ -198,3 +198,125 @@ def test_t_test_p_needs_two_values_whatever_the_std():
     # One value carries no spread: no p-value, even if a caller passes std 0 (which would read as p 0).
     assert math.isnan(_t_test_p(0.1, 0.0, 1)) and math.isnan(_t_test_p(float("nan"), 0.1, 5))
     assert _t_test_p(0.1, 0.0, 2) == 0.0 and _t_test_p(0.0, 0.0, 2) == 1.0
+
+
+# ---------------------------------------------------------------------------- equivalence (TOST)
+from dataclasses import replace  # noqa: E402
+
+from hrnet.study.analyse.stats import (EQUIVALENT, NOT_SHOWN_EQUIVALENT, adjust_equivalence,  # noqa: E402
+                                       common_seeds, equivalence_test, holm)
+
+TOST_ARM = {0: 0.204, 1: 0.198, 2: 0.201, 3: 0.203, 4: 0.199, 9: 0.5}
+TOST_REF = {0: 0.200, 1: 0.200, 2: 0.200, 3: 0.200, 4: 0.200, 7: 0.1}
+
+
+def _tost_scipy(d: np.ndarray, margin: float, level: float) -> tuple:
+    """(p_lower, p_upper, ci_low, ci_high) of two one-sided one-sample t-tests, from scipy alone."""
+    lo = sps.ttest_1samp(d, -margin, alternative="greater").pvalue
+    hi = sps.ttest_1samp(d, margin, alternative="less").pvalue
+    ci = sps.t.interval(1 - 2 * (1 - level), len(d) - 1, loc=d.mean(), scale=sps.sem(d))
+    return lo, hi, ci[0], ci[1]
+
+
+@pytest.mark.parametrize("margin,level", [(0.006, 0.95), (0.004, 0.9), (0.0025, 0.95)])
+def test_tost_fields_against_scipy(margin, level):
+    e = equivalence_test(TOST_ARM, TOST_REF, margin, level=level)
+    d = np.array([TOST_ARM[s] - TOST_REF[s] for s in range(5)])
+    p_lo, p_hi, lo, hi = _tost_scipy(d, margin, level)
+    assert e.seeds == (0, 1, 2, 3, 4) and e.n == 5 and e.diffs == pytest.approx(tuple(d))
+    assert (e.p_lower, e.p_upper, e.ci_low, e.ci_high) == tuple(pytest.approx(x, rel=1e-9) for x in (p_lo, p_hi, lo, hi))
+    assert e.p_value == e.p_adjusted == pytest.approx(max(p_lo, p_hi), rel=1e-9)
+    assert e.mean_diff == pytest.approx(d.mean()) and e.level == level and e.family_size == 1
+    assert e.verdict == (EQUIVALENT if max(p_lo, p_hi) < 1 - level else NOT_SHOWN_EQUIVALENT)
+    assert e.to_dict() == dict(seeds=[0, 1, 2, 3, 4], diffs=list(e.diffs), n=5, margin=margin, mean_diff=e.mean_diff,
+                               ci_low=e.ci_low, ci_high=e.ci_high, p_lower=e.p_lower, p_upper=e.p_upper,
+                               p_value=e.p_value, p_adjusted=e.p_adjusted, verdict=e.verdict, level=level,
+                               family_size=1)
+
+
+def test_tost_verdicts_at_the_margins_and_small_n():
+    # Margin 0.006: p about 0.003 (equivalent); 0.0025: p about 0.14 (not shown); 0.004 at level 0.9: p < 0.1.
+    assert equivalence_test(TOST_ARM, TOST_REF, 0.006).verdict == EQUIVALENT
+    assert equivalence_test(TOST_ARM, TOST_REF, 0.0025).verdict == NOT_SHOWN_EQUIVALENT
+    # Two pairs have p-values but no verdict; one pair has neither; a margin of 0 or less tests nothing.
+    two = equivalence_test({0: 0.2, 1: 0.21}, {0: 0.2, 1: 0.2}, 0.1)
+    d = np.array([0.0, 0.01])
+    assert (two.p_lower, two.p_upper) == tuple(pytest.approx(x) for x in _tost_scipy(d, 0.1, 0.95)[:2])
+    assert two.verdict == TOO_FEW
+    one = equivalence_test({0: 0.2}, {0: 0.2}, 0.1)
+    assert math.isnan(one.p_lower) and math.isnan(one.p_upper) and math.isnan(one.p_value) and one.verdict == TOO_FEW
+    for margin in (0.0, -0.01):
+        z = equivalence_test(TOST_ARM, TOST_REF, margin)
+        assert math.isnan(z.p_lower) and math.isnan(z.p_value) and z.verdict == NOT_SHOWN_EQUIVALENT
+
+
+@pytest.mark.parametrize("gap,margin,p_lower,p_upper,verdict", [
+    (0.125, 0.25, 0.0, 0.0, EQUIVALENT),              # every seed differs by the same amount, inside the margin
+    (0.125, 0.125, 0.0, 1.0, NOT_SHOWN_EQUIVALENT),   # exactly at +margin: the upper H0 (mean >= margin) holds
+    (-0.125, 0.125, 1.0, 0.0, NOT_SHOWN_EQUIVALENT),  # exactly at -margin: the lower H0 holds
+    (0.125, 0.0625, 0.0, 1.0, NOT_SHOWN_EQUIVALENT)])
+def test_tost_with_identical_differences(gap, margin, p_lower, p_upper, verdict):
+    ref = {0: 0.25, 1: 0.5, 2: 0.75}  # binary fractions: the differences are exactly equal, std exactly 0
+    e = equivalence_test({s: v + gap for s, v in ref.items()}, ref, margin)
+    assert e.diffs == (gap,) * 3 and (e.p_lower, e.p_upper, e.p_value) == (p_lower, p_upper, max(p_lower, p_upper))
+    assert e.verdict == verdict
+
+
+def test_adjust_equivalence_is_holm_over_the_planned_size():
+    a = equivalence_test(TOST_ARM, TOST_REF, 0.006)
+    b = equivalence_test(TOST_ARM, TOST_REF, 0.0045)
+    fam = {"a": a, "b": b, "none": equivalence_test({}, {}, 0.006)}
+    got = adjust_equivalence(fam, m=4)
+    want = holm([a.p_value, b.p_value, math.nan], m=4)
+    assert [got[k].p_adjusted for k in ("a", "b")] == [pytest.approx(w, rel=1e-12) for w in want[:2]]
+    assert got["a"].p_adjusted == pytest.approx(min(1.0, 4 * a.p_value))  # the smaller p: 4 x
+    assert got["b"].p_adjusted == pytest.approx(max(4 * a.p_value, 3 * b.p_value))
+    assert all(g.family_size == 4 for g in got.values()) and math.isnan(got["none"].p_adjusted)
+    assert got["a"].verdict == EQUIVALENT and got["b"].verdict == NOT_SHOWN_EQUIVALENT  # b: 0.036 alone, > 0.05 adjusted
+    assert b.verdict == EQUIVALENT and got["none"].verdict == TOO_FEW
+    assert (got["a"].p_value, got["a"].seeds) == (a.p_value, a.seeds)  # the rest unchanged
+    # Without a planned size: the members with a p-value.
+    plain = adjust_equivalence(fam)
+    assert plain["a"].family_size == 2 and plain["a"].p_adjusted == pytest.approx(2 * a.p_value)
+    # The member's own level decides: 2 x 0.0187 = 0.037 is below 0.05 and 0.1, not below 0.01.
+    for level, verdict in ((0.9, EQUIVALENT), (0.95, EQUIVALENT), (0.99, NOT_SHOWN_EQUIVALENT)):
+        got = adjust_equivalence({"b": equivalence_test(TOST_ARM, TOST_REF, 0.0045, level=level)}, m=2)["b"]
+        assert got.p_adjusted == pytest.approx(2 * b.p_value) and (got.verdict, got.level) == (verdict, level)
+    # A p adjusted to exactly alpha is not below it: not shown (as decide's p == alpha).
+    edge = adjust_equivalence({"a": replace(a, p_value=(1.0 - 0.95) / 2)}, m=2)["a"]
+    assert edge.p_adjusted == 1.0 - 0.95 and edge.verdict == NOT_SHOWN_EQUIVALENT
+    assert adjust_equivalence({"none": equivalence_test({}, {}, 0.006)})["none"].family_size == 0
+
+
+def test_tost_verdict_at_three_pairs():
+    e = equivalence_test({0: 0.201, 1: 0.199, 2: 0.2}, {0: 0.2, 1: 0.2, 2: 0.2}, 0.01)
+    assert e.n == 3 and e.p_value < 0.01 and e.verdict == EQUIVALENT
+
+
+def test_holm_caps_at_one_and_adjust_family_recomputes_each_verdict():
+    assert holm([0.6, 0.7, math.nan]) == [1.0, 1.0, pytest.approx(math.nan, nan_ok=True)]
+    worse = paired_comparison({s: v + 0.05 + 0.001 * s for s, v in REF.items()}, REF)  # p 2e-7
+    higher = paired_comparison({s: v + 0.05 + 0.001 * s for s, v in REF.items()}, REF, lower_is_better=False)
+    assert (worse.lower_is_better, higher.lower_is_better) == (True, False)
+    for level, verdict in ((0.9, BETTER), (0.95, NO_DIFFERENCE)):
+        fam = {"w": worse, "f": higher, "nl": worse, "x": paired_comparison(ARM, REF, level=level)}  # x: p 0.0273
+        got = adjust_family(fam, ["nl"], m=5)
+        assert got["x"].p_adjusted == pytest.approx(2 * fam["x"].p_value)  # 4th smallest of 5: 2 x, 0.0545
+        assert {k: c.verdict for k, c in got.items()} == {"w": WORSE, "f": BETTER, "nl": NOT_LEARNED, "x": verdict}
+        assert all(c.family_size == 5 for c in got.values()) and got["f"].lower_is_better is False
+    assert adjust_family({"a": paired_comparison({}, {})})["a"].family_size == 0  # no p-value: no member yet
+
+
+def test_censored_reach_even_medians_and_unreached_median():
+    assert censored_reach({0: 2, 1: 4, 2: 10, 3: None})["median"] == 7.0
+    assert censored_reach({0: 3, 1: 5})["median"] == 4.0
+    assert censored_reach({0: None, 1: None, 2: 3}) == {"n": 3, "n_reached": 1, "median": None,
+                                                        "per_seed": {"0": None, "1": None, "2": 3}}
+    assert censored_reach({0: None, 1: 3})["median"] is None  # the mean of 3 and "never" is never
+
+
+def test_common_seeds_and_default_ranking():
+    assert common_seeds({}) == [] and rank_on_common_seeds({}) == ([], [])
+    assert rank_on_common_seeds({"a": {0: 0.1}, "b": {1: 0.2}}) == ([], [])
+    got = rank_on_common_seeds({"a": {0: 0.3, 1: 0.5, 2: None}, "b": {0: 0.1, 1: 0.2, 2: 0.9}})
+    assert got == ([0, 1], [("b", pytest.approx(0.15)), ("a", pytest.approx(0.4))])  # lower first by default
