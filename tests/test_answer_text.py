@@ -236,7 +236,10 @@ def test_families_and_machines_sentences():
     got = at._machines({"machines": mc})
     assert got[0].endswith("(by nothing recorded) on some seeds: p0, p1, p2, p3, p4, p5, p6, p7; CPU names (not what "
                            "decides): Xeon A.")
-    assert got[1].startswith("9 comparison(s) have pairs") and got[1].endswith("NME): p0, p1, p2, p3, p4, p5, p6, p7 ....")
+    assert got[1].startswith("9 comparison(s) have pairs")
+    assert got[1].endswith("NME): p0, p1, p2, p3, p4, p5, p6, p7 ...")  # the ellipsis ends it: three dots
+    # Exactly 8 paths: all listed, no ellipsis.
+    assert at._machines({"machines": dict(mc, unknown=mixed[:8])})[1].endswith("p5, p6, p7.")
     assert at._machines({"machines": dict(mc, mixed=[], unknown=[], bases=["fingerprint"])}) == [
         "Every comparison pairs runs of the same numerics (by fingerprint); CPU names (not what decides): Xeon A."]
     spread = {"replicates": [{"diff": {"n": 0}}, {"arm": "r", "of": "adam", "per_seed": [{}, {}], "seed_std": 0.005,
@@ -501,7 +504,7 @@ def test_machine_summary_reads_every_comparison_but_the_skipped_sections():
                            "b": {"final_NME": c(False, ("Y",), unknown=2, basis="fingerprint and epoch-0 NME")}},
            "trend": {"lines": [{"change": c(False, ("Z",), basis="fingerprint")}]},
            "other": [c(True, None), {"no": "mixed key"}]}
-    for k in ("runs", "arms", "families", "replicates", "machine_spread"):
+    for k in ("runs", "arms", "families", "replicates", "machine_spread", "user_ranking"):
         rep[k] = {"x": c(True, ("SKIPPED",), unknown=1, basis="skipped")}
     assert machine_summary(rep) == {"machines": ["X", "Y", "Z"], "mixed": ["comparisons.a.final_NME", "other[0]"],
                                     "unknown": ["comparisons.b.final_NME"],
@@ -641,3 +644,228 @@ def test_effective_time_pair_fields():
     arms["adam"]["setting"]["TRAIN.LR_STEP"] = [6, 4]
     (p,) = et.effective_time(by_arm, arms, [("la", "adam")])["pairs"]
     assert p["window"] == [1, 4] and p["pace_window"] == [2, 4]
+
+
+# ---------------------------------------------------------------------------- survivors of the study_answer run
+# Format specs with a sign ("+.4f") against the default (".4f") show only on positive numbers, so these
+# comparisons hold positive bounds.
+def test_signed_formats_show_on_positive_bounds():
+    pos = _c(mean=0.0123, lo=0.002, hi=0.03)
+    assert comp_text("x", pos) == "x (+0.0123, 95% CI [+0.0020, +0.0300], Holm p 0.012, n=5)"
+    assert at.interval(pos) == "+0.0123 [+0.0020, +0.0300], Holm p 0.012, n=5"
+    ln = _line("grows")
+    ln["change"].update(mean_diff=0.0005, ci_low=0.0001, ci_high=0.001)
+    assert "change +0.0005 (95% CI [+0.0001, +0.0010], Holm p 0.200" in at.trend_change_text(ln)
+    line = dict(_line("grows"), optimizer="adam", lr=5e-05, measured_iterations=None, user_outside=False)
+    line["points"] = [{"epochs": 6, "iterations": 1200, "comparison": pos}]
+    (s,) = vd._trend({"trend": {"lines": [line], "family_size": 1, "user_iterations": 3000}})
+    assert s.startswith("Lookahead(adam) - adam at LR 5e-05 by training length, Holm over the 1 planned points: "
+                        "+0.0123 [+0.0020, +0.0300] at 1,200 iterations")
+    pairs = [{"lookahead_arm": "la", "base_arm": "adam", "lr": 5e-05, "comparison": dict(pos, family_size=1)}]
+    (s,) = vd._comparisons({"study": {"reference": "adam"}, "comparisons": {},
+                            "same_lr": {"k": 5, "alpha": 5e-05, "pairs": pairs}})
+    assert s.startswith("Same-LR pairs, Lookahead(X) - X final NME (k 5, alpha 5e-05), Holm over the 1 planned")
+
+
+def test_effective_step_and_time_sentences_past_an_unmeasured_pair():
+    eq = dict(_c(lo=0.001, hi=0.003, p=0.0004), verdict=stats.EQUIVALENT)
+    es = {"key_gap": 0.0183, "margin": 0.00915, "margin_fraction": 0.5, "pairs": [
+        {"key": "la3 - adam", "difference": _c(n=0), "equivalence": None},
+        {"key": "la - adam5", "difference": _c(provisional=False), "equivalence": eq}]}
+    (s,) = at._effective_step({"effective_step": es})
+    assert s.endswith(": la3 - adam: not measured yet; la - adam5: -0.0123 [-0.0200, -0.0050], Holm p 0.012, n=5, "
+                      "better; 90% CI [+0.0010, +0.0030], TOST Holm p <0.001: equivalent within the margin.")
+    pair = _et_pair("la", 3)
+    pair["pace"]["ci_high"] = 0.55
+    (s,) = at._effective_time({"effective_time": {"pairs": [pair]}})  # a report without arms: none a variant
+    assert "is worth 0.47 adam epochs (95% CI [0.40, 0.55]), not distinguishable" in s
+
+
+def test_machines_ellipsis_only_past_eight_paths():
+    mc = {"machines": ["X"], "mixed": [], "unknown": [f"p{i}" for i in range(8)], "bases": []}
+    assert at._machines({"machines": mc})[0].endswith("NME): p0, p1, p2, p3, p4, p5, p6, p7.")
+
+
+def test_runs_real_photos_and_sensitivity_details():
+    it = {"fraction_of_user": 0.9, "per_run": {"a": 2400}, "user": 2667}
+    assert "against the user's 2,667 (90% of it at most)" in vd._runs({"runs": [], "iterations": it})[0]
+    rh = {"available": True, "set_sizes": {"freihand": {"num_images": 8, "num_hands": 2},
+                                           "ho3d": {"num_images": 4, "num_hands": 1}},
+          "floors": {}, "per_arm": {"a": {"learned": False}, "b": {"learned": True}, "c": {"learned": True}}}
+    assert vd._real({"real_hands": rh, "floors": {"learned_fraction": 0.8}}) == [
+        "Real hand photos, final models (freihand: 8 images, 2 distinct hands, ho3d: 4 images, 1 distinct hands); "
+        "box-centre floor -: 1 of 3 arms end above 0.8 x that floor on them."]
+    sens = {"lr_spread": {"adam": {"range": 0.2, "lrs": [0.001], "seeds": [0]},
+                          "sgd": {"range": 0.01, "lrs": [0.01], "seeds": [0]}}, "k_alpha": None}
+    (s,) = vd._sensitivity({"sensitivity": sens})
+    assert s.endswith("common seeds): sgd: 0.0100 over LR 0.01..0.01 (seeds 0); adam: 0.2000 over LR 0.001..0.001 "
+                      "(seeds 0).")  # by range, not by name
+
+
+def _full_report() -> Dict[str, Any]:
+    """A report with every section the verdict reads (each section's own tests pin its words)."""
+    return {"floors": _floors(), "arms": _arms(adam=True, la=True), "study": {"reference": "adam"},
+            "calibration": {"arm": "adam", "final_NME": {"n": 3}, "box_centre_floor": None},
+            "ranking": {"seeds": [0, 1], "order": [{"arm": "la", "mean": 0.2}, {"arm": "adam", "mean": 0.3}]},
+            "comparisons": {}, "same_lr": {"k": 5, "alpha": 0.5, "pairs": []},
+            "trend": {"lines": [dict(_line("grows"), optimizer="adam", lr=1e-4, measured_iterations=None,
+                                     user_outside=False, points=[])], "family_size": 1, "user_iterations": 3000},
+            "runs": [{"name": "a_s0", "status": "failed"}],
+            "iterations": {"fraction_of_user": 0.5, "per_run": {"a": 1200}, "user": 2400},
+            "lookahead": {"la": _la(_c(), {"0": 3})},
+            "sensitivity": {"lr_spread": {"adam": {"range": 0.2, "lrs": [0.001], "seeds": [0]}}, "k_alpha": None},
+            "real_hands": {"available": True, "set_sizes": {}, "floors": {}, "per_arm": {}},
+            "families": [{"name": "A", "m": 1, "measured": 1, "provisional": False}]}
+
+
+def test_verdict_joins_every_section_in_order():
+    from hrnet.study.analyse.calibration import calibration_sentence
+
+    rep = _full_report()
+    parts = [vd._floors(rep), [calibration_sentence(rep["calibration"])], vd._ranking(rep), vd._comparisons(rep),
+             vd._trend(rep), vd._runs(rep), vd._lookahead(rep), vd._sensitivity(rep), vd._real(rep),
+             at.closing_sentences(rep)]
+    assert all(parts)  # each section says something, so a lost or moved one shows
+    assert vd.verdict(rep) == [s for part in parts for s in part]
+
+
+# ---------------------------------------------------------------------------- answer.py survivors
+def _measured(arms: Dict[str, Any], values: Dict[str, Any]) -> Dict[str, Any]:
+    """Give ``arms`` final NME per seed (``arm -> {seed: value}``); the others none."""
+    for a, e in arms.items():
+        v = values.get(a, {})
+        e["final_NME"] = {"n": len(v), "per_seed": {str(s): x for s, x in v.items()}}
+    return arms
+
+
+def test_key_lookahead_prefers_a_user_arm_whatever_the_order():
+    arms = _user_arms()
+    arms = {a: arms[a] for a in ("adam", "la_k10", "la", "rms")}
+    assert ans.key_lookahead(arms, "adam") == "la"
+
+
+def test_no_user_arm_but_the_reference():
+    arms = _user_arms()
+    arms = {a: arms[a] for a in ("adam", "la_k10")}  # la_k10 (added) is the key arm: no user arm to compare
+    by_arm = {a: _records({0: 0.2, 1: 0.21, 2: 0.22}) for a in arms}
+    assert ans.lookahead_vs_user(by_arm, arms, "adam", "la_k10") == {"lookahead_arm": "la_k10", "comparisons": {}}
+    _measured(arms, {"adam": {0: 0.2, 1: 0.21}, "la_k10": {0: 0.1, 1: 0.11}})
+    got = ans.user_ranking(arms, "adam", {}, {})  # no key Lookahead: no vs-user family
+    assert [o["arm"] for o in got["order"]] == ["adam"] and got["steps"] == []
+
+
+def test_effective_step_pairs_tolerance_and_the_free_lr_key():
+    arms = {"la": _arm("lookahead(adam)", 3e-4, 5, 0.5, **{"TRAIN.LR": 3e-4}),
+            "adam": _arm("adam", 1.5e-4 * (1 + 1e-7), **{"TRAIN.LR": 1.5e-4}),
+            "la_nolr": _arm("lookahead(adam)", None, 5, 0.5)}
+    assert ans.effective_step_pairs(arms) == [("la", "adam")]  # within rel 1e-6; TRAIN.LR may differ
+
+
+def test_effective_step_rows_and_equivalence():
+    arms = _user_arms()
+    vals = {"adam": {0: 0.20, 1: 0.21, 2: 0.22, 3: 0.2}, "la": {0: 0.22, 1: 0.23, 2: 0.245, 3: 0.22},
+            "adam5": {0: 0.221, 1: 0.229, 2: 0.246}, "la2": {0: 0.2}}
+    by_arm = {a: _records(vals.get(a, {})) for a in arms}
+    got = ans.effective_step(by_arm, arms, "adam", "la")
+    assert {k: got[k] for k in ("margin_fraction", "key_pair")} == {"margin_fraction": 0.5, "key_pair": ["la", "adam"]}
+    assert got["key_gap"] == pytest.approx(0.02125) and got["margin"] == pytest.approx(0.010625)
+    rows = {r["key"]: r for r in got["pairs"]}
+    assert list(rows) == ["la2 - adam", "la - adam5"]
+    r = rows["la - adam5"]
+    assert {k: r[k] for k in ("lookahead_arm", "base_arm", "lr", "base_lr", "alpha", "k")} == \
+        {"lookahead_arm": "la", "base_arm": "adam5", "lr": 1e-4, "base_lr": 5e-5, "alpha": 0.5, "k": 5}
+    assert r["difference"]["n"] == 3 and r["equivalence"]["n"] == 3
+    # Both members' TOST in a family of the 2 planned, la2 - adam (1 pair, no p-value) included.
+    assert r["equivalence"]["family_size"] == rows["la2 - adam"]["equivalence"]["family_size"] == 2
+    assert r["equivalence"]["provisional"] is r["difference"]["provisional"] is False  # the difference's flag
+    # The key pair without a common seed: no gap, no margin, no TOST.
+    by_arm["la"] = _records({7: 0.2})
+    got = ans.effective_step(by_arm, arms, "adam", "la")
+    assert got["key_gap"] is None and got["margin"] is None and got["pairs"][1]["equivalence"] is None
+
+
+def test_tuned_grids_bases_and_lines():
+    arms = {"adam1": _arm("adam", 1e-4), "adam2": _arm("adam", 2e-4),
+            "sgd1": _arm("sgd", 1e-2), "sgd2": _arm("sgd", 2e-2), "sgd3": _arm("sgd", 3e-2),
+            "lsgd1": _arm("lookahead(sgd)", 1e-2, 5, 0.5), "lsgd2": _arm("lookahead(sgd)", 2e-2, 5, 0.5),
+            "lrms1": _arm("lookahead(rmsprop)", 1e-3, 5, 0.5), "lrms2": _arm("lookahead(rmsprop)", 2e-3, 5, 0.5),
+            "lx1": _arm("lookahead(adamw)", 1e-4, 5, 0.5), "lx2": _arm("lookahead(adamw)", 2e-4, 5, 0.5),
+            "la1": _arm("lookahead(adam)", 1e-4, 5, 0.5), "la2": _arm("lookahead(adam)", 2e-4, 5, 0.5),
+            "adamw1": _arm("adamw", 1e-4), "adamw2": _arm("adamw", 2e-4),
+            "odd1": _arm("rmsprop", 1e-3), "odd2": _arm("rmsprop", 2e-3)}
+    seeds3 = {0: 0.3, 1: 0.31, 2: 0.32}
+    vals = {"adam1": seeds3, "adam2": {0: 0.2, 1: 0.21, 2: 0.22}, "sgd1": seeds3, "la1": {0: 0.25, 1: 0.2, 2: 0.26},
+            "la2": {0: 0.4, 1: 0.4, 2: 0.4}, "lrms1": seeds3, "lrms2": seeds3, "lx1": seeds3,
+            "adamw1": {0: 0.3}, "adamw2": {5: 0.3}, "odd1": seeds3}
+    _measured(arms, vals)
+    by_arm = {a: _records(vals.get(a, {})) for a in arms}
+    got = ans.tuned(by_arm, arms)
+    lines = got["lines"]
+    # adamw: its arms share no seed, so no means and no best; lookahead(sgd): none measured.
+    aw = next(ln for ln in lines.values() if ln["family"] == "adamw")
+    assert (aw["seeds"], aw["means"], aw["best_arm"], aw["best_lr"]) == ([], {}, None, None)
+    ls = next(ln for ln in lines.values() if ln["family"] == "lookahead(sgd)")
+    assert (ls["means"], ls["best_arm"], ls["best_lr"]) == ({}, None, None)
+    ad = next(ln for ln in lines.values() if ln["family"] == "adam")
+    assert ad["means"] == {"adam1": pytest.approx(0.31), "adam2": pytest.approx(0.21)} and ad["best_arm"] == "adam2"
+    # Each Lookahead line against its own optimizer's line (rmsprop: two LRs planned, one measured), not
+    # the first grid; lookahead(adamw), before lookahead(adam), has no adamw best: skipped, not the end.
+    (p,) = [p for p in got["pairs"] if p["lookahead_arm"] == "la1"]
+    assert {k: v for k, v in p.items() if k != "comparison"} == {
+        "lookahead_line": next(k for k, ln in lines.items() if ln["family"] == "lookahead(adam)"),
+        "base_line": next(k for k, ln in lines.items() if ln["family"] == "adam"),
+        "lookahead_arm": "la1", "base_arm": "adam2", "lookahead_lr": 1e-4, "base_lr": 2e-4}
+    assert [(p["lookahead_arm"], p["base_arm"]) for p in got["pairs"]] == [("lrms1", "odd1"), ("la1", "adam2")]
+
+
+# ---------------------------------------------------------------------------- families.py survivors
+def test_answer_sections_computes_each_section_from_the_main_arms():
+    import json
+
+    from hrnet.study.analyse.comparisons import lookahead_pairs
+    from hrnet.study.analyse.families import answer_sections
+
+    main = _user_arms()
+    vals = {"adam": {0: 0.20, 1: 0.21, 2: 0.22}, "la": {0: 0.19, 1: 0.205, 2: 0.21}, "rms": {0: 0.25, 1: 0.26, 2: 0.27},
+            "adam5": {0: 0.2, 1: 0.2, 2: 0.21}, "la2": {0: 0.2, 1: 0.21, 2: 0.2}, "la_k10": {0: 0.2, 1: 0.2, 2: 0.2}}
+    _measured(main, vals)
+    # A longer pair outside main: only the effective time reads every arm.
+    arms = dict(main, la_e6=_arm("lookahead(adam)", 1e-4, 5, 0.5, epochs=6), adam_e6=_arm("adam", 1e-4, epochs=6))
+    curve = {"epoch": list(range(4)), "NME": [1.0, 0.9, 0.8, 0.7]}
+    by_arm = {a: _records(vals.get(a, {0: 0.3, 1: 0.3, 2: 0.3}), curves=curve) for a in arms}
+    c = dict(_c(family=ans.USER, family_size=2), mixed_machines=True, machines=["X", "Y"],
+             numerics={"basis": "fingerprint"})
+    report = {"study": {"reference": "adam"}, "comparisons": {"la": {"final_NME": c}},
+              "same_lr": {"pairs": []}, "trend": {"lines": []}}
+    got = answer_sections("adam", by_arm, arms, main, report)
+    assert got["key_lookahead"] == "la" and list(got["lookahead_vs_user"]["comparisons"]) == ["rms"]
+    assert [(p["lookahead_arm"], p["base_arm"]) for p in got["effective_time"]["pairs"]] == \
+        [("la", "adam"), ("la_k10", "adam"), ("la_e6", "adam_e6"), ("la2", "adam"), ("la", "adam5")]
+    assert got["user_ranking"]["steps"][0]["comparison"] == c
+    assert got["machines"]["mixed"] == ["comparisons.la.final_NME"]
+    runs = {a: by_arm[a] for a in main}
+    want = {"key_lookahead": "la", "lookahead_vs_user": ans.lookahead_vs_user(runs, main, "adam", "la"),
+            "effective_step": ans.effective_step(runs, main, "adam", "la"),
+            "k_alpha_vs_key": ans.k_alpha_vs_key(runs, main, "la"), "tuned": ans.tuned(runs, main),
+            "effective_time": et.effective_time(by_arm, arms, lookahead_pairs(arms) + ans.effective_step_pairs(main))}
+    want["user_ranking"] = ans.user_ranking(main, "adam", report["comparisons"], want["lookahead_vs_user"])
+    whole = dict(report, **want)
+    want.update(families=family_table(whole), machines=machine_summary(whole))
+    assert json.dumps(got, sort_keys=True, default=str) == json.dumps(want, sort_keys=True, default=str)
+
+
+def test_family_of_equivalence_tests_not_run_yet_has_m_zero():
+    rep = {"study": {"reference": "adam"}, "comparisons": {}, "same_lr": {"pairs": []}, "trend": {"lines": []},
+           "effective_step": {"pairs": [{"difference": _m(3, 1, 0.5), "equivalence": None}]}}
+    rows = family_table(rep)
+    assert [(r["name"], r["members"], r["m"], r["measured"]) for r in rows] == [
+        ("effective-step pairs: difference", 1, 1, 1), ("effective-step pairs: equivalence (TOST)", 0, 0, 0)]
+
+
+# ---------------------------------------------------------------------------- effective_time.py survivors
+def test_crossing_exactly_at_the_level_and_the_late_window():
+    assert et.crossing_epoch([0, 1, 2], [1.0, 0.5, 0.6], 0.5) == 1.0  # touching the level counts
+    base = [1.0 - 0.1 * e for e in range(10)]
+    # tau(t) = 0.5, 0.5, 1.5, 2, 2.5, 3 at t = 1..6: the pace is the slope over t >= 3 only (0.5)
+    la = [1.0, 0.95, 0.95, 0.85, 0.8, 0.75, 0.7]
+    assert et.seed_ratio(_curve_run(0, la), _curve_run(0, base), 6)["pace"] == pytest.approx(0.5)

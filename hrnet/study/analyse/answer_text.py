@@ -200,7 +200,7 @@ def _machines(report: Mapping[str, Any]) -> List[str]:
     if mc.get("unknown"):
         out.append(f"{len(mc['unknown'])} comparison(s) have pairs whose machines cannot be told apart (no "
                    "fingerprint, no comparable untrained NME): " + ", ".join(mc["unknown"][:8])
-                   + (" ..." if len(mc["unknown"]) > 8 else "") + ".")
+                   + (" ..." if len(mc["unknown"]) > 8 else "."))  # the ellipsis ends the sentence
     if not out:
         out.append(f"Every comparison pairs runs of the same numerics (by {basis}); {cpus}.")
     return out + spread

@@ -94,7 +94,8 @@ def machine_summary(report: Mapping[str, Any]) -> Dict[str, Any]:
     mixed: List[str] = []
     unknown: List[str] = []
     bases: Dict[str, None] = {}
-    skip = ("runs", "arms", "families", "replicates", "machine_spread")
+    # user_ranking's steps repeat comparisons held elsewhere in the report: counted there only
+    skip = ("runs", "arms", "families", "replicates", "machine_spread", "user_ranking")
     for path, c in walk_dicts({k: v for k, v in report.items() if k not in skip}, ("mixed_machines",)):
         seen.update(dict.fromkeys(c.get("machines") or ()))
         num = c.get("numerics") or {}
