@@ -473,3 +473,40 @@ def test_changed_config_keys_without_an_old_config_and_with_tuples():
     assert flat_config({"A": {"B": (1, 2), "C": {"D": "x"}}, "E": 3}) == {"A.B": [1, 2], "A.C.D": "x", "E": 3}
     new_key = cfg.dump() + "EXTRA:\n  KEY: 1\n"
     assert ck.changed_config_keys(new_key, cfg) == ["EXTRA.KEY: 1 -> <absent>"]
+
+
+def test_write_text_is_utf8_and_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "sub" / "report.md"  # the folder is made
+    ck.write_text("# Hände\nNME 0.25\n", path)
+    assert path.read_bytes() == "# Hände\nNME 0.25\n".encode("utf-8")
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~ck._umask()  # a normal file's mode, not mkstemp's
+    ck.write_text("second\n", str(path))  # replaces, from a str path too
+    assert path.read_text() == "second\n"
+    monkeypatch.setattr(ck.os, "replace", lambda *a: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+    with pytest.raises(OSError, match="No space left"):
+        ck.write_text("third\n", path)
+    assert path.read_text() == "second\n" and os.listdir(tmp_path / "sub") == ["report.md"]
+
+
+def test_training_state_copies_the_code_versions():
+    model, opt = _lookahead_setup()
+    versions = [{"code_version": {"source_sha256": "a"}, "from_epoch": 0},
+                {"code_version": {"source_sha256": "b"}, "from_epoch": 3}]
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, [2])
+    state = ck.training_state(model=model, optimizer=opt, scheduler=sched, warmup=None, scaler=None, epoch=4,
+                              global_step=8, best_nme=0.2, best_epoch=1, history=[], rng=[], world_size=1,
+                              wall_time=1.0, config="", code_versions=tuple(versions))
+    assert state["code_versions"] == versions and type(state["code_versions"]) is list
+    assert all(type(v) is dict and v is not o for v, o in zip(state["code_versions"], versions))
+
+
+def test_a_resume_without_free_keys_says_no_key_may_change(tmp_path):
+    from configs import ConfigError
+    from conftest import make_cfg
+
+    path = tmp_path / "checkpoint_latest.pth"
+    ck.save_checkpoint({"format_version": ck.FORMAT_VERSION, "config": make_cfg(None).dump()}, path)
+    with pytest.raises(ConfigError) as e:
+        ck.load_training_state(path, make_cfg(None, ["TRAIN.END_EPOCH", "60"]))
+    assert str(e.value) == (f"cannot resume {path} with a changed config (TRAIN.END_EPOCH: 30 -> 60); no key may "
+                            "change; start a new run (EXPERIMENT_NAME) to change anything else")

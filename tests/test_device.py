@@ -298,3 +298,126 @@ def test_cuda_autocast_uses_the_policy_dtype():
         warnings.simplefilter("ignore")  # "CUDA is not available": the context is still built
         ctx = dev.AmpPolicy(CUDA, torch.bfloat16, "test").autocast()
     assert (ctx.device, ctx.fast_dtype) == ("cuda", torch.bfloat16)  # CUDA's default would be fp16
+
+
+# ---------------------------------------------------------------------------- the machine record's parts
+def test_cpuinfo_field_matches_whole_keys_of_the_first_processor(tmp_path):
+    path = tmp_path / "cpuinfo"
+    path.write_text("processor\t: 0\nmodel name\t: Xeon: 8480+\nmodel\t\t: 143\nflags\t\t: a b\n"
+                    "no separator line\n\nprocessor\t: 1\nmodel\t\t: 999\n")
+    assert dev._cpuinfo_field(str(path), "model") == "143"  # not "model name", not processor 1's
+    assert dev._cpuinfo_field(str(path), "model name") == "Xeon: 8480+"  # split at the first colon only
+    assert dev._cpuinfo_field(str(path), "no separator line") is None  # a line without ":" has no key
+    assert dev._cpuinfo_field(str(path), "stepping") is None
+    assert dev._cpuinfo_field(str(tmp_path / "missing"), "model") is None
+
+
+def test_cpu_id_reads_numbers_and_none_for_the_rest(tmp_path):
+    path = tmp_path / "cpuinfo"
+    path.write_text("cpu family\t: 25\nmodel\t\t: unknown\n")
+    assert dev._cpu_id(str(path)) == {"family": 25, "model": None, "stepping": None}
+
+
+def _cache(root, entries):
+    for i, files in enumerate(entries):
+        d = root / f"index{i}"
+        d.mkdir(parents=True)
+        for name, value in files.items():
+            (d / name).write_text(value + "\n")
+    return str(root)
+
+
+def test_cache_kib_of_the_data_and_unified_l2_l3(tmp_path):
+    folder = _cache(tmp_path / "a", [
+        {"level": "1", "type": "Data", "size": "48K"},
+        {"level": "2", "type": "Data", "size": "2048"},  # no unit: KiB
+        {"level": "2", "type": "Instruction", "size": "999K"},  # an instruction cache is not counted
+        {"level": "3", "type": "Unified", "size": "1G"},
+        {"level": "4", "type": "Unified", "size": "64M"},
+    ])
+    assert dev._cache_kib(folder) == {"L2": 2048, "L3": 1024 * 1024}
+    folder = _cache(tmp_path / "b", [
+        {"level": "3", "type": "Unified"},  # no size file: skipped, the next ones still read
+        {"level": "2", "type": "Unified", "size": "2m"},  # units in either case
+        {"level": "3", "type": "Unified", "size": "lots"},  # not a number: skipped
+    ])
+    assert dev._cache_kib(folder) == {"L2": 2048}
+    assert dev._cache_kib(_cache(tmp_path / "c", [{"type": "Unified", "size": "2K"}])) == {}  # no level
+
+
+def test_fingerprint_runs_the_documented_kernels_in_float32():
+    shapes = [tuple(t.shape) for t in dev._fingerprint_tensors(CPU)]
+    assert shapes == [(4, 64, 16, 16), (4, 3, 32, 32), (64, 3, 3, 3),  # stride-2 3x3 stem, same padding
+                      (4, 18, 16, 16), (4, 18, 16, 16), (18, 18, 3, 3),
+                      (4, 18, 8, 8), (4, 36, 8, 8), (18, 36, 1, 1),
+                      (4, 32, 16, 16), (4, 32, 16, 16), (32, 32, 3, 3),
+                      (128, 96)]
+    assert {t.dtype for t in dev._fingerprint_tensors(CPU)} == {torch.float32}
+
+
+@pytest.mark.parametrize("error", [RuntimeError, AssertionError])
+def test_a_device_that_cannot_run_the_fingerprint_has_none(monkeypatch, error):
+    seen = []
+
+    def fail(device):
+        seen.append(device)
+        raise error("no such device")
+
+    monkeypatch.setattr(dev, "_fingerprint_tensors", fail)
+    assert dev.numerics_fingerprint(CUDA) is None and seen == [CUDA]  # computed on the device asked about
+
+
+def test_describe_machine_fingerprints_the_device_it_describes(cpu_flags, monkeypatch):
+    cpu_flags("avx2")
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU")
+    monkeypatch.setattr(dev, "numerics_fingerprint", lambda device: f"fingerprint of {device}")
+    assert dev.describe_machine(CUDA)["numerics"] == "fingerprint of cuda:0"
+
+
+def test_configure_backends_from_cfg_deterministic(backends):
+    from conftest import make_cfg
+
+    got = dev.configure_backends_from_cfg(make_cfg(None, ["DETERMINISTIC", "True"]), CPU)
+    assert got == {"deterministic": True, "tf32": False, "cudnn_benchmark": False}
+    assert backends == [((True,), {"warn_only": False})]
+
+
+def test_fingerprint_is_the_seeded_recipe():
+    """Fingerprints in earlier records stay comparable only while the computation is the same: seed
+    20240611 from a private generator, inputs N(0, 1), weights 0.1 N(0, 1), output gradients N(0, 1),
+    then the matmul of two N(0, 1) matrices (recomputed here step by step, compared bitwise)."""
+    import torch.nn.functional as F
+
+    gen = torch.Generator().manual_seed(20240611)
+    expected = []
+    for cin, cout, k, stride, size in dev._FINGERPRINT_CONVS:
+        x = torch.randn(4, cin, size, size, generator=gen).requires_grad_(True)
+        w = (0.1 * torch.randn(cout, cin, k, k, generator=gen)).requires_grad_(True)
+        y = F.conv2d(x, w, stride=stride, padding=k // 2)
+        expected += [y.detach(), *torch.autograd.grad(y, (x, w), torch.randn(y.shape, generator=gen))]
+    expected.append(torch.randn(128, 192, generator=gen) @ torch.randn(192, 96, generator=gen))
+    got = dev._fingerprint_tensors(CPU)
+    assert len(got) == len(expected) and all(torch.equal(a, b) for a, b in zip(got, expected))
+    assert not any(t.requires_grad for t in got)  # results, detached from their graphs
+
+
+def test_the_bilinear_probe_runs_the_models_upsampling(monkeypatch):
+    """The probe must run the op the model runs (hrnet/models/hrnet.py: bilinear, align_corners False)
+    and answer False when its backward raises (as under deterministic algorithms on CUDA)."""
+    calls = []
+    interpolate = dev.F.interpolate
+
+    def recording(x, **kw):
+        calls.append((x.device, x.requires_grad, kw))
+        return interpolate(x, **kw)
+
+    monkeypatch.setattr(dev.F, "interpolate", recording)
+    meta = torch.device("meta")  # on the device asked about (meta: not this CPU, and runs anywhere)
+    assert dev._bilinear_backward_is_deterministic(meta) is True
+    assert calls == [(meta, True, {"scale_factor": 2.0, "mode": "bilinear", "align_corners": False})]
+
+    def no_deterministic_backward(x, **kw):
+        raise RuntimeError("upsample_bilinear2d_backward_out_cuda does not have a deterministic implementation")
+
+    monkeypatch.setattr(dev.F, "interpolate", no_deterministic_backward)
+    assert dev._bilinear_backward_is_deterministic(CPU) is False

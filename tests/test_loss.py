@@ -56,3 +56,34 @@ def test_low_precision_output_gives_float32_loss():
 def test_shape_mismatch_is_a_clear_error():
     with pytest.raises(ValueError, match="differ in shape"):
         JointsMSELoss()(torch.rand(1, 21, 16, 16), torch.rand(1, 21, 8, 8), torch.ones(1, 21))
+
+
+def test_shape_mismatch_names_both_shapes():
+    with pytest.raises(ValueError) as err:
+        JointsMSELoss()(torch.rand(1, 21, 16, 16), torch.rand(1, 21, 8, 8), torch.ones(1, 21))
+    assert str(err.value) == "JointsMSELoss: output (1, 21, 16, 16) and target (1, 21, 8, 8) differ in shape"
+
+
+def test_without_weights_the_weighted_loss_is_the_plain_mse():
+    out, tgt = torch.zeros(1, 2, 2, 2), torch.ones(1, 2, 2, 2)
+    tgt[0, 1] = 3.0  # joint 1 differs by 3: 0.5 * mean(1, 1, 1, 1, 9, 9, 9, 9) = 2.5
+    assert JointsMSELoss()(out, tgt).item() == 2.5  # use_target_weight, but no weights given
+    assert JointsMSELoss(use_target_weight=False)(out, tgt).item() == 2.5
+
+
+def test_per_sample_weights_weight_their_own_joints():
+    out, tgt = torch.zeros(2, 2, 1, 1), torch.ones(2, 2, 1, 1)
+    # (B, J) weights: sample 0 joint 1 and sample 1 joint 0 off; a transposed reshape would swap them
+    w = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    tgt[1, 1] = 2.0  # 0.5 * mean(1, 0, 0, (2 * 2)^2) = 0.5 * 17 / 4
+    assert JointsMSELoss()(out, tgt, w).item() == pytest.approx(17 / 8)
+
+
+def test_non_finite_loss_error_says_where_in_one_based_and_zero_based_counts():
+    from hrnet.models.loss import NonFiniteLossError
+
+    err = NonFiniteLossError.at(float("nan"), 1, 3, 4, 10, 14, "checkpoint_latest.pth is epoch 1's")
+    assert isinstance(err, NonFiniteLossError) and isinstance(err, RuntimeError)
+    assert str(err) == ("non-finite training loss (nan) at epoch 2/3 (0-based 1), iteration 5/10 (global iteration "
+                        "15); no optimizer step was taken. checkpoint_latest.pth is epoch 1's. Lower TRAIN.LR, set "
+                        "TRAIN.CLIP_GRAD_NORM or TRAIN.WARMUP_ITERS.")
