@@ -118,13 +118,17 @@ def _merge_file(cfg: CfgNode, path: str) -> None:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"config file not found: {path}")
     try:
-        with open(path, "r", encoding="utf-8-sig") as f:
-            data = yaml.safe_load(f)
+        with open(path, "rb") as f:  # decoded whole: an error's offset is then the file's, not a chunk's
+            data = yaml.safe_load(f.read().decode("utf-8-sig"))
     except yaml.YAMLError as exc:  # the parser's message spans lines; keep the position
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
         problem = getattr(exc, "problem", None) or type(exc).__name__
         raise ConfigError(f"{path}: not valid yaml{where}: {problem}") from exc
+    except UnicodeDecodeError as exc:
+        line = exc.object[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: not UTF-8 text (line {line}, byte {exc.start}: "
+                          f"{exc.object[exc.start:exc.start + 1]!r})") from exc
     if data is None:  # an empty file (or only comments): the defaults
         return
     if not isinstance(data, dict):

@@ -249,6 +249,15 @@ def test_missing_file_message(tmp_path):
     assert str(err.value) == f"config file not found: {missing}"
 
 
+def test_a_config_that_is_not_utf8_names_the_file_and_the_byte(tmp_path):
+    from configs import ConfigError, load_config
+
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(("TRAIN:\n" + "#" * 3000 + "\n  LR: 0.001  # d\xe9croissance\n").encode("latin-1"))
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: not UTF-8 text (line 3, byte 3024: b'\\xe9')")):
+        load_config(str(path))
+
+
 def test_a_utf8_file_with_a_byte_order_mark_loads(tmp_path):
     path = tmp_path / "bom.yaml"  # Windows editors write one; plain utf-8 would read a key "\ufeffTRAIN"
     path.write_bytes("TRAIN:\n  LR: 0.5\n".encode("utf-8-sig"))
