@@ -195,6 +195,11 @@ def test_metrics_summary_and_write(tmp_path):
     assert (empty["final_NME"], empty["best_NME"], empty["untrained_NME"], empty["final_valid_loss"],
             empty["final_train_loss"], empty["final"], empty["machine"], empty["skipped"], empty["history"]) == (
         None, None, None, None, None, {}, {}, [], [])
+    assert "precision" not in empty and "code_version" not in empty
+    precision = {"amp": "bf16", "tf32": False, "deterministic": True}
+    with_precision = rr.metrics_summary(cfg, 1, status="running", epochs_completed=0, best_nme=math.inf,
+                                        best_epoch=-1, wall_time=0.0, history=[], precision=precision)
+    assert with_precision["precision"] == precision and with_precision["precision"] is not precision
     rr.write_metrics(str(tmp_path), dict(empty, final_NME=float("nan")))
     back, problems = rr.read_metrics(str(tmp_path))
     assert problems == [] and back["final_NME"] is None and back["best_epoch"] == -1 and back["status"] == "failed"
