@@ -594,6 +594,13 @@ def test_every_module_that_decides_a_result_has_a_mutation_section():
     mutated = {f for files, _ in sections.values() for f in files}
     named = mutated | {t.split("::")[0] for _, tests in sections.values() for t in tests}
     assert not [p for p in sorted(named) if not os.path.exists(os.path.join(ROOT, p))], "setup.cfg names missing files"
+    import ast
+
+    named_tests = {t for _, tests in sections.values() for t in tests if "::" in t}
+    defined = {f: {n.name for n in ast.walk(ast.parse(open(os.path.join(ROOT, f)).read()))
+                   if isinstance(n, ast.FunctionDef)} for f in {t.split("::")[0] for t in named_tests}}
+    missing = sorted(t for t in named_tests if t.split("::")[1].split("[")[0] not in defined[t.split("::")[0]])
+    assert not missing, f"setup.cfg names tests that do not exist: {missing}"  # the section could not run
     parser = configparser.ConfigParser()
     parser.read(os.path.join(ROOT, "setup.cfg"))
     assert not mutated - set(parser["mutmut"]["only_mutate"].split()), "add these to [mutmut] only_mutate"
