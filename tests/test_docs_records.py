@@ -100,3 +100,15 @@ def test_real_photo_results_from_the_committed_records_without_the_photos(tmp_pa
     # --no-real-hands: nothing is read from the caches either.
     none = load_study(str(tmp_path / "study.yaml"), real_hands="")
     assert not analyse(none, collect(none, str(out), evaluate_real=False), str(out))["real_hands"]["available"]
+
+
+def test_the_readmes_answer_quotes_the_committed_report():
+    """Every number the README's Lookahead section sets in bold is in the committed report.md, as the
+    report writes it: the README quotes the report, never an older run of it."""
+    text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    section = text[text.index('## "Did I use Lookahead wrongly?"'):]
+    section = section[:section.index("\n## ", 3)]
+    quoted = re.findall(r"\*\*([+-]?\d+\.\d+)\*\*", section)
+    report = open(os.path.join(RECORDS, "report.md"), encoding="utf-8").read()
+    assert len(quoted) >= 10, "the section's numbers are no longer bold"
+    assert not [q for q in quoted if q not in report], "README quotes numbers report.md does not hold"
