@@ -643,26 +643,17 @@ def test_a_resume_writes_the_best_file_the_checkpoint_names(tiny, monkeypatch, s
     assert result["best_epoch"] == 1 and result["best_NME"] == 0.3
 
 
-def test_a_resume_keeps_a_best_file_of_its_own_step(tiny, monkeypatch):
-    calls = _scripted_nme(monkeypatch, [0.5, 0.3])
+@pytest.mark.parametrize("nmes, best_epoch", [([0.5, 0.3], 1), ([0.3, 0.5], 0)], ids=["its_own_step", "an_earlier_best"])
+def test_a_resume_keeps_a_best_file_that_matches_the_history(tiny, monkeypatch, nmes, best_epoch):
+    """A finished run resumed: model_best.pth, of the best step (the last one or an earlier one), is kept."""
+    calls = _scripted_nme(monkeypatch, nmes)
     cfg = tiny.cfg("TRAIN.END_EPOCH", 1)
     Trainer(cfg).fit()
     best_path = os.path.join(tiny.run_dir(cfg), BEST)
     mtime = os.path.getmtime(best_path)
     calls.clear()
     Trainer(cfg, resume=True).fit()
-    assert calls == [] and os.path.getmtime(best_path) == mtime and load_checkpoint(best_path)["epoch"] == 1
-
-
-def test_a_resume_keeps_a_best_file_of_an_earlier_best(tiny, monkeypatch):
-    calls = _scripted_nme(monkeypatch, [0.3, 0.5])
-    cfg = tiny.cfg("TRAIN.END_EPOCH", 1)
-    Trainer(cfg).fit()
-    best_path = os.path.join(tiny.run_dir(cfg), BEST)
-    mtime = os.path.getmtime(best_path)
-    calls.clear()
-    Trainer(cfg, resume=True).fit()
-    assert calls == [] and os.path.getmtime(best_path) == mtime and load_checkpoint(best_path)["epoch"] == 0
+    assert calls == [] and os.path.getmtime(best_path) == mtime and load_checkpoint(best_path)["epoch"] == best_epoch
 
 
 # ---------------------------------------------------------------------------- Lookahead's evaluated weights
