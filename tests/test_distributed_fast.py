@@ -1,6 +1,6 @@
 """hrnet/engine/distributed.py without training: the process-group set-up (faked), fingerprints, the
 replica check, the resume world-size check, merging evaluation shards, and the collectives in two
-forked gloo ranks (a second or two). The 2-process torchrun training run: test_distributed.py."""
+spawned gloo ranks (seconds). The 2-process torchrun training run: test_distributed.py."""
 from __future__ import annotations
 
 import datetime
@@ -219,15 +219,16 @@ def _rank_main(rank: int, port: int, body: Callable[[DistInfo], Any], queue) -> 
 
 
 def _two_ranks(body: Callable[[DistInfo], Any]) -> List[Any]:
-    """``body(d)``'s results on two forked gloo ranks, by rank."""
-    ctx = multiprocessing.get_context("fork")
+    """``body(d)``'s results on two gloo ranks, by rank. Spawned, not forked: a fork of a process that
+    has run a gloo group (its threads may hold locks) can hang in the child's rendezvous."""
+    ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
     port = _free_port()
     procs = [ctx.Process(target=_rank_main, args=(r, port, body, queue)) for r in range(2)]
     for p in procs:
         p.start()
     try:
-        results = dict(queue.get(timeout=60) for _ in procs)
+        results = dict(queue.get(timeout=300) for _ in procs)  # a loaded CI machine starts torch slowly
     finally:
         for p in procs:
             p.join(10)
