@@ -247,6 +247,9 @@ def test_check_reachable(monkeypatch):
                               "ray start --head, or pass --ray-address auto on a node of the cluster")
     with pytest.raises(ExecutorError, match=r"answers there \(odd\)"):
         ray_cluster._check_reachable("h:2")
+    tried.clear()
+    ray_cluster._check_reachable("[fd00::1]:6379")  # IPv6: the port after the last colon, no brackets
+    assert tried == [(("fd00::1", 6379), 10), "closed"]
 
 
 def test_one_line():

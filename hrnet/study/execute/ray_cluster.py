@@ -298,7 +298,7 @@ def _check_reachable(address: Optional[str]) -> None:
     if not sep or not port.isdigit() or "://" in address:
         return
     try:
-        socket.create_connection((host, int(port)), timeout=10).close()
+        socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()  # [::1]:6379 is IPv6
     except OSError as exc:
         raise ExecutorError(f"--ray-address {address}: no Ray cluster answers there ({exc.strerror or exc}); start "
                             f"one with ray start --head, or pass --ray-address auto on a node of the cluster") from exc
