@@ -261,15 +261,32 @@ def test_max_samples_keeps_first_n(tmp_path):
     assert len(ds) == 2
 
 
+def damage_png(path) -> None:
+    """Overwrite a PNG's pixel data behind its intact header: it opens, but does not decode."""
+    png = bytearray(open(path, "rb").read())
+    i = png.index(b"IDAT")
+    length = int.from_bytes(png[i - 4:i], "big")
+    png[i + 4:i + 4 + length] = b"\x55" * length
+    with open(path, "wb") as f:
+        f.write(png)
+
+
+def test_a_test_sample_that_stops_decoding_is_never_substituted(tmp_path):
+    """Damaged after the build-time check: even with ON_BAD_SAMPLE skip a test set raises rather than
+    scoring the next hand twice."""
+    write_set(tmp_path, n=4)
+    test = build_dataset(coco_cfg(tmp_path, "ann.json", "DATASET.ON_BAD_SAMPLE", "skip"), is_train=False)
+    damage_png(tmp_path / "img2.png")
+    with pytest.raises(BadSampleError, match=r"img2\.png: cannot read or decode the image \(annotation id 502"):
+        test[2]
+    assert test[3]["meta"]["ann_id"] == 503
+
+
 def test_corrupt_at_load_time_clear_error_in_workers(tmp_path):
     write_set(tmp_path, n=4)
     ds = build_dataset(coco_cfg(tmp_path, "ann.json"), is_train=True)
     # Damaged pixel data behind an intact header (passes the build-time check): decoding fails.
-    png = bytearray(open(tmp_path / "img2.png", "rb").read())
-    i = png.index(b"IDAT")
-    png[i + 4:i + 4 + int.from_bytes(png[i - 4:i], "big")] = b"\x55" * int.from_bytes(png[i - 4:i], "big")
-    with open(tmp_path / "img2.png", "wb") as f:
-        f.write(png)
+    damage_png(tmp_path / "img2.png")
     with pytest.raises(BadSampleError, match=r"img2\.png: cannot read or decode the image \(annotation id 502"):
         ds[2]
     loader = DataLoader(ds, batch_size=2, num_workers=2, timeout=60)

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from conftest import ROOT, make_cfg
+from test_inference import _PoolHead, _wide_cfg
 from data.transforms import get_affine_transform, transform_points
 from hrnet.evaluation.evaluate import flip_back, run_inference, to_coco_results
 
@@ -229,3 +230,186 @@ def test_test_tool_writes_both_json_files_for_a_checkpoint(test_tool, real_hands
     assert len(preds[0]["keypoints"]) == 63
     with open(out / "ced.png", "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+# ---------------------------------------------------------------------------- survivors of the evaluate mutation run
+def test_recalibrate_bn_averages_the_first_batches_of_a_copy():
+    """BN statistics recomputed as the plain average over the first ``num_batches`` batches (momentum
+    None), in training mode, on a copy returned in eval mode (channels_last per the config); the
+    model passed in keeps its statistics, momentum and mode."""
+    from hrnet.evaluation.evaluate import recalibrate_bn
+
+    seen = []
+
+    class Probe(torch.nn.Module):
+        def forward(self, x):
+            seen.append(x.is_contiguous(memory_format=torch.channels_last))
+            return x
+
+    model = torch.nn.Sequential(Probe(), torch.nn.BatchNorm2d(3, momentum=0.3)).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    g = torch.Generator().manual_seed(0)
+    batches = [{"image": torch.randn(4, 3, 5, 5, generator=g) * (i + 1) + i} for i in range(3)]
+    cfg = make_cfg(None, ["CHANNELS_LAST", "True", "DEVICE", "cpu"])
+    copy = recalibrate_bn(model, batches, 2, cfg, torch.device("cpu"))
+    bn = copy[1]
+    x = [b["image"] for b in batches[:2]]
+    torch.testing.assert_close(bn.running_mean, torch.stack([b.mean((0, 2, 3)) for b in x]).mean(0))
+    torch.testing.assert_close(bn.running_var, torch.stack([b.var((0, 2, 3), unbiased=True) for b in x]).mean(0))
+    assert int(bn.num_batches_tracked) == 2 and not copy.training and seen == [True, True]
+    recalibrate_bn(model, batches, 1, make_cfg(None, ["CHANNELS_LAST", "False", "DEVICE", "cpu"]), torch.device("cpu"))
+    assert seen == [True, True, False]
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert model.training and model[1].momentum == 0.3
+
+
+def _numpy_batches(n_batches=2, b=2, j=21, size=(48, 64), seed=0):
+    """Batches as a list (no collate): tensors for the image, numpy float64 / int32 meta arrays."""
+    from data.transforms import get_affine_transform
+
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for k in range(n_batches):
+        mats = np.stack([get_affine_transform(np.array([100.0 + 10 * i, 90.0]), np.array([120.0, 160.0]), 0.0,
+                                              (size[0] // 4, size[1] // 4), inverse=True) for i in range(b)])
+        out.append({"image": torch.randn(b, 3, size[1], size[0], generator=g),
+                    "target": torch.rand(b, j, size[1] // 4, size[0] // 4, generator=g),
+                    "target_weight": torch.ones(b, j),
+                    "meta": {"hm_to_img": mats, "joints": np.zeros((b, j, 3)), "bbox": np.ones((b, 4)),
+                             "image_id": np.arange(b, dtype=np.int32) + 10 * k,
+                             "ann_id": np.arange(b, dtype=np.int32) + 100 * k}})
+    return out
+
+
+def test_run_inference_flip_test_and_output_types(real_hands, capsys):
+    """Flip test: the mean of the heatmaps of the image and of the mirrored image mapped back (scores
+    too); numpy meta accepted; outputs cast to float32 / int64; channels_last only when asked; the
+    progress bar named ``test`` only with ``progress`` (its default), erased at the end."""
+    from data.codec import HeatmapCodec
+    from data.transforms import transform_points
+    from hrnet.evaluation.evaluate import flip_back, run_inference
+
+    cfg = _wide_cfg(real_hands, "TEST.FLIP_TEST", "True")
+    seen = []
+
+    class Probe(_PoolHead):
+        def forward(self, x):
+            seen.append(x.is_contiguous(memory_format=torch.channels_last))
+            return super().forward(x)
+
+    model, batches = Probe().eval(), _numpy_batches()
+    out = run_inference(model, batches, cfg, torch.device("cpu"), progress=False)
+    assert capsys.readouterr().err == "" and seen == [False, False]
+    images = torch.cat([b["image"] for b in batches])
+    with torch.no_grad():
+        plain = model(images)
+        hm = 0.5 * (plain + flip_back(model(torch.flip(images, dims=[3]))))
+    assert not torch.allclose(hm, plain, atol=1e-3)  # the flip test changes the heatmaps here
+    xy, scores = HeatmapCodec.from_cfg(cfg).decode(hm)
+    mats = np.concatenate([b["meta"]["hm_to_img"] for b in batches])
+    np.testing.assert_allclose(out["scores"], scores.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(out["preds"], transform_points(xy.double().numpy(), mats), atol=1e-4)
+    assert [out[k].dtype for k in ("joints", "bbox", "image_id", "ann_id")] == [np.float32, np.float32, np.int64,
+                                                                                np.int64]
+    assert out["ann_id"].tolist() == [0, 1, 100, 101]
+    run_inference(model, batches[:1], cfg, torch.device("cpu"))
+    err = capsys.readouterr().err
+    assert err.startswith("\rtest: ") and err.endswith("\r") and "\n" not in err, repr(err)
+
+
+def test_run_inference_sums_the_loss_in_float64():
+    """The loss of many batches is summed in float64: 2**24 + 1 survives (float32 would round it away)."""
+    from hrnet.evaluation.evaluate import run_inference
+
+    cfg = make_cfg(None, ["MODEL.IMAGE_SIZE", "[48, 64]", "MODEL.HEATMAP_SIZE", "[12, 16]", "CHANNELS_LAST", "False"])
+    losses = iter([2.0 ** 24, 1.0])
+    out = run_inference(_PoolHead().eval(), _numpy_batches(b=1), cfg, torch.device("cpu"),
+                        criterion=lambda *args: torch.tensor(next(losses)), progress=False)
+    assert out["loss_sum"] == 2.0 ** 24 + 1 and out["count"] == 2
+
+
+def test_run_inference_and_oracle_of_an_empty_loader(capsys):
+    from hrnet.evaluation.evaluate import run_inference, run_oracle
+
+    cfg = make_cfg(None, ["MODEL.NUM_JOINTS", "5"])
+    for out in (run_inference(_PoolHead(5), [], cfg, torch.device("cpu"), progress=False), run_oracle([], cfg, False)):
+        got = {k: (v.shape, v.dtype) for k, v in out.items()}
+        assert got == {"preds": ((0, 5, 2), np.float64), "scores": ((0, 5), np.float32),
+                       "joints": ((0, 5, 3), np.float32), "bbox": ((0, 4), np.float32),
+                       "image_id": ((0,), np.int64), "ann_id": ((0,), np.int64)}
+    run_oracle(_numpy_batches(1, j=21), make_cfg(None, ["MODEL.IMAGE_SIZE", "[48, 64]", "MODEL.HEATMAP_SIZE",
+                                                        "[12, 16]"]))  # progress by default
+    assert capsys.readouterr().err.startswith("\roracle: ")
+
+
+def test_coco_results_score_is_the_float64_mean_and_zero_without_joints():
+    from hrnet.evaluation.evaluate import to_coco_results
+
+    scores = np.full((1, 21), 0.1, np.float32)
+    scores[0, :3] = [0.3, 0.7, 0.9]
+    res = {"preds": np.zeros((1, 21, 2), np.float32), "scores": scores, "image_id": np.array([1]),
+           "ann_id": np.array([2])}
+    assert to_coco_results(res)[0]["score"] == float(scores.astype(np.float64).mean())
+    none = {"preds": np.zeros((2, 0, 2)), "scores": np.zeros((2, 0)), "image_id": np.array([1, 1]),
+            "ann_id": np.array([3, 4])}
+    assert [(r["score"], r["keypoints"]) for r in to_coco_results(none)] == [(0.0, []), (0.0, [])]
+
+
+def test_save_evaluation_files(tmp_path, monkeypatch):
+    """metrics.json: every metric but the per-image array, plus ``extra``; predictions.json on one
+    line; ced.png drawn with the failure threshold and title given (0.1 and the default title by
+    default); an existing folder is fine."""
+    from hrnet.evaluation import evaluate
+
+    drawn = []
+    monkeypatch.setattr(evaluate, "save_ced_plot", lambda *a: drawn.append(a))
+    res = {"preds": np.zeros((1, 21, 2)), "scores": np.ones((1, 21), np.float32), "image_id": np.array([1]),
+           "ann_id": np.array([2])}
+    metrics = {"NME": 0.25, "per_image_NME": np.array([0.25])}
+    out = tmp_path / "ev"
+    out.mkdir()
+    paths = evaluate.save_evaluation(str(out), metrics, res, extra={"weights": "slow"})
+    assert json.loads((out / "metrics.json").read_text()) == {"NME": 0.25, "weights": "slow"}
+    assert (out / "predictions.json").read_text().count("\n") == 0
+    assert drawn == [(metrics["per_image_NME"], paths["ced"], 0.1, "")]
+    evaluate.save_evaluation(str(out), metrics, res, 0.2, None, "run")
+    assert drawn[-1][2:] == (0.2, "run") and json.loads((out / "metrics.json").read_text()) == {"NME": 0.25}
+
+
+def test_ced_plot_draws_the_curve_the_threshold_and_the_numbers(tmp_path, monkeypatch):
+    """ced.png: a 500 x 400 picture of the CED curve (401 thresholds up to twice the failure
+    threshold), the threshold as a dashed grey line, NME / failures / n in the legend, the axes
+    labelled; an all-NaN input still draws (NaN legend)."""
+    from matplotlib.figure import Figure
+
+    from hrnet.evaluation.evaluate import save_ced_plot
+    from hrnet.evaluation.metrics import ced_curve
+
+    figures = []
+    savefig = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: figures.append(self) or savefig(self, *a, **k))
+    per_image = np.array([0.05, 0.1, 0.3, np.nan])
+    path = save_ced_plot(per_image, str(tmp_path / "sub" / "ced.png"))
+    assert path == str(tmp_path / "sub" / "ced.png")
+    import cv2
+
+    assert cv2.imread(path).shape == (400, 500, 3)
+    (ax,) = figures[-1].axes
+    assert ax.get_subplotspec().get_geometry() == (1, 1, 0, 0)
+    (line,) = ax.get_lines()[:1]
+    x, y = ced_curve(per_image, 0.2, num=401)
+    np.testing.assert_array_equal(line.get_xdata(), x)
+    np.testing.assert_array_equal(line.get_ydata(), y)
+    assert line.get_linewidth() == 2 and line.get_label() == "NME 0.1500, failures 33.3% (n=3)"
+    vline = ax.get_lines()[1]
+    assert list(vline.get_xdata()) == [0.1, 0.1] and vline.get_color() == "gray"
+    assert vline.get_linestyle() == "--" and vline.get_linewidth() == 1
+    assert ax.get_xlim() == (0.0, 0.2) and ax.get_ylim() == (0.0, 1.0)
+    assert (ax.get_xlabel(), ax.get_ylabel(), ax.get_title()) == (
+        "NME (error / max(bbox w, h))", "fraction of images", "Cumulative error distribution")
+    assert ax.xaxis.get_gridlines()[0].get_alpha() == 0.3 and ax.get_legend()._loc == 4  # lower right
+    save_ced_plot(np.array([np.nan]), str(tmp_path / "nan.png"), 0.2, "run")
+    ax = figures[-1].axes[0]
+    assert ax.get_lines()[0].get_label() == "NME nan, failures nan% (n=0)" and ax.get_title() == "run"
+    save_ced_plot(np.array([0.2, 0.3]), str(tmp_path / "edge.png"), 0.2)
+    assert figures[-1].axes[0].get_lines()[0].get_label() == "NME 0.2500, failures 50.0% (n=2)"  # 0.2 is no failure

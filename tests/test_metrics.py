@@ -255,3 +255,13 @@ def test_auc_max_px_reaches_the_auc():
     th = {"FAILURE_THRESHOLD": 0.1, "PCK_THRESHOLD": 0.2, "AUC_MAX_PX": 60.0}
     assert M.compute_metrics(preds, joints, bbox, th)["AUC"] == pytest.approx(M.auc(preds, joints, 60.0))
     assert M.auc(preds, joints, 60.0) != pytest.approx(M.auc(preds, joints, 30.0))
+
+
+def test_nme_is_the_mean_over_images_not_the_median():
+    """Three images with per-image errors 0, 1 and 5 (x 1/(100 J)): the mean 2, the median would be 1."""
+    preds, joints, bbox = _case(n=3)
+    preds[1, 0] += [1.0, 0.0]
+    preds[2, 0] += [3.0, 4.0]
+    m = M.compute_metrics(preds, joints, bbox)
+    np.testing.assert_allclose(m["per_image_NME"], np.array([0.0, 1.0, 5.0]) / 100 / J)
+    assert m["NME"] == pytest.approx(2.0 / 100 / J)

@@ -142,3 +142,45 @@ def test_slow_state_dict_naming_another_model_is_refused(swapped, tmp_path):
     save_checkpoint(ck, path)
     with pytest.raises(CheckpointError, match=r"slow weight head.3.weight has shape \(21, 5, 1, 1\)"):
         load_model_file(cfg, path, CPU)
+
+
+def test_auto_reads_the_slow_weights_of_a_lookahead_file_without_a_config(swapped, tmp_path):
+    """No stored config (so no TRAIN.LOOKAHEAD.EVAL_WEIGHTS): auto falls back to the slow weights, what
+    Lookahead evaluates, never the fast ones."""
+    cfg, path, slow, a, _ = swapped
+    ck = load_checkpoint(path)
+    del ck["config"]
+    save_checkpoint(ck, tmp_path / "no_config.pth")
+    model, info = load_model_file(cfg, str(tmp_path / "no_config.pth"), CPU)
+    assert info.weights == "slow" and info.config is None
+    assert torch.equal(model.state_dict()[a], slow[a])
+
+
+def test_a_heatmap_size_the_file_was_not_trained_at_is_refused(swapped):
+    """MODEL.HEATMAP_SIZE is an architecture key: decoding at another size misplaces every joint."""
+    from hrnet.evaluation.model_file import ConfigMismatchError
+
+    cfg, path, _, _, _ = swapped
+    other = cfg.clone()
+    other.defrost()
+    other.MODEL.HEATMAP_SIZE = [32, 32]
+    other.freeze()
+    with pytest.raises(ConfigMismatchError, match=r"checkpoint_latest\.pth was trained with another model than the "
+                                                  r"config: MODEL\.HEATMAP_SIZE: \[16, 16\] -> \[32, 32\] \(use the"):
+        load_model_file(other, path, CPU)
+
+
+def test_model_best_of_recalibrated_slow_weights_answers_to_slow(swapped, tmp_path):
+    """A model_best.pth validated on ``slow+bn`` weights holds slow weights: ``--weights slow`` takes it,
+    ``--weights fast`` is refused naming what the file holds."""
+    cfg, path, slow, a, _ = swapped
+    best = str(tmp_path / "model_best.pth")
+    save_checkpoint({"state_dict": slow | {k: v for k, v in load_checkpoint(path)["state_dict"].items()
+                                           if k not in slow},
+                     "epoch": 1, "NME": 0.2, "eval_weights": "slow+bn", "config": cfg.dump()}, best)
+    model, info = load_model_file(cfg, best, CPU, weights="slow")
+    assert (info.kind, info.weights, info.epoch, info.nme) == ("best", "slow+bn", 1, 0.2)
+    assert torch.equal(model.state_dict()[a], slow[a])
+    with pytest.raises(CheckpointError, match=r"model_best\.pth holds only the slow\+bn weights \(asked for fast\); "
+                                              r"use checkpoint_latest\.pth for the fast weights"):
+        load_model_file(cfg, best, CPU, weights="fast")

@@ -228,8 +228,14 @@ def test_ensure_dataset_renders_once_even_when_called_concurrently(tmp_path):
     stamp = os.path.getmtime(root / "train.json")
     assert ensure_dataset(cfg) == str(root) and os.path.getmtime(root / "train.json") == stamp
 
-    with pytest.raises(RuntimeError, match=r"DATASET.SYNTHETIC.NUM_TRAIN 4 \(the set has 3\)"):
-        ensure_dataset(make_cfg(None, opts[:2] + ["DATASET.SYNTHETIC.NUM_TRAIN", "4"] + opts[4:]))
+    # Each identity field of the rendered set is checked, the seed too: a set of another seed is
+    # other images, never reused silently.
+    for key, value, has in (("NUM_TRAIN", "4", "3"), ("NUM_TEST", "1", "2"), ("SEED", "6", "5")):
+        other = list(opts)
+        other[other.index(f"DATASET.SYNTHETIC.{key}") + 1] = value
+        with pytest.raises(RuntimeError, match=rf"^the synthetic hand set in {root} does not match the config: "
+                                               rf"DATASET.SYNTHETIC.{key} {value} \(the set has {has}\)\. "):
+            ensure_dataset(make_cfg(None, other))
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "notes.txt").write_text("x")
