@@ -5,12 +5,15 @@ interrupt continuations, metrics.json, Lookahead's evaluated weights). The end-t
 network on real photos, in subprocesses and with signals, are in test_trainer.py."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import re
 import signal
+import sys
+import time
 from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
@@ -209,6 +212,138 @@ def test_a_run_records_every_step(tiny, monkeypatch):
     assert holder_pid(run) is None  # the lock is released at the end
 
 
+def test_the_run_log_opens_with_the_files_device_and_data_and_ends_with_the_result(tiny):
+    """train.log's first lines name the run folder, its files, the device and how to watch it, and the data
+    and optimizer; a save killed in an earlier session left a temporary file: removed, and said so."""
+    cfg = tiny.cfg()
+    run = tiny.run_dir(cfg)
+    os.makedirs(run)
+    stale = os.path.join(run, ".checkpoint_latest.pth.x1y2.tmp")
+    with open(stale, "wb") as f:
+        f.write(b"partial")
+    start = time.time()
+    metrics = Trainer(cfg).fit()
+    assert 0.0 < metrics["wall_time_s"] <= time.time() - start  # this session only: nothing earlier
+    assert not os.path.exists(stale)
+    assert any(n.startswith("events.out.tfevents.") for n in os.listdir(run))  # TensorBoard's, in the run folder
+    lines = [re.sub(r"^\S+ \S+ ", "", line) for line in _log(cfg, tiny).splitlines()]
+    name = os.path.basename(run)
+    assert lines[:3] == [
+        f"INFO run {name} -> {os.path.abspath(run)} ({rr.CONFIG}, {rr.LOG}, TensorBoard events, {LATEST}, {BEST}, "
+        f"{METRICS}); device cpu x 1, precision fp32 (AMP.MODE off); watch: tensorboard --logdir {cfg.OUTPUT_DIR}",
+        f"WARNING removed {stale}, left by an interrupted save",
+        f"INFO train {N_TRAIN} samples ({N_TRAIN // BATCH} iterations/epoch), valid {N_VALID} samples; optimizer sgd, "
+        f"lr 0.05, 2 epochs"]
+    end = re.fullmatch(rf"INFO finished {name} in (\d+\.\d) min: final NME (\S+), best NME (\S+) at epoch (\d) -> "
+                       rf"{re.escape(os.path.abspath(run))}", lines[-1])
+    assert end, lines[-1]
+    h = metrics["history"]
+    assert float(end[1]) == pytest.approx(metrics["wall_time_s"] / 60, abs=0.051)
+    assert (end[2], end[3], int(end[4])) == (f"{h[-1]['NME']:.5f}", f"{metrics['best_NME']:.5f}", metrics["best_epoch"])
+    evals = [float(t) for t in re.findall(r"\| eval (\S+)s$", "\n".join(lines), re.M)]
+    assert len(evals) == 3 and all(0.0 <= t < 60.0 for t in evals)  # seconds each validation took
+
+
+def test_the_finished_line_gives_the_run_s_minutes_over_all_sessions(tiny):
+    cfg = tiny.cfg("TRAIN.END_EPOCH", 1)
+    Trainer(cfg).fit()
+    path = os.path.join(tiny.run_dir(cfg), LATEST)
+    save_checkpoint(dict(load_checkpoint(path), wall_time=5994.0), path)  # earlier sessions: 99.9 min
+    metrics = Trainer(cfg, resume=True).fit()
+    minutes = re.search(r" INFO finished \S+ in (\S+) min: ", _log(cfg, tiny).splitlines()[-1])[1]
+    assert 5994.0 <= metrics["wall_time_s"] < 6000.0 and minutes in ("99.9", "100.0")
+
+
+def test_unlabelled_joints_weigh_nothing_in_the_loss(tiny, monkeypatch):
+    load = _Hands.__getitem__
+    monkeypatch.setattr(_Hands, "__getitem__", lambda self, i: dict(load(self, i), target_weight=torch.zeros(J, 1)))
+    Trainer(tiny.cfg("TRAIN.END_EPOCH", 1)).fit()
+    assert tiny.losses == [0.0] * (N_TRAIN // BATCH)  # the targets' weights: 0 for every joint here
+
+
+@pytest.mark.parametrize("device, device_ids", [("cpu", None), ("cuda:1", [1])])
+def test_under_ddp_rank_0_s_model_is_wrapped_on_this_process_s_device(tiny, monkeypatch, device, device_ids):
+    """DistributedDataParallel around the model built from the run's config, after rank 0's weights were
+    broadcast (simulated: the wrapper and the broadcast recorded; no process group)."""
+    from hrnet.engine.distributed import DistInfo
+    from hrnet.models import hrnet as hrnet_model
+
+    built, broadcast, wrapped = [], [], []
+
+    class Net(_Net):
+        def to(self, *args, **kwargs):  # no CUDA here: the device is only recorded
+            return self
+
+    class DDP(nn.Module):
+        def __init__(self, module, device_ids=None):
+            super().__init__()
+            self.module = module
+            wrapped.append((module, device_ids))
+
+    monkeypatch.setattr(hrnet_model, "build_model", lambda cfg: built.append(cfg) or Net())
+    monkeypatch.setattr(trainer_mod, "broadcast_module", lambda module: broadcast.append(module))
+    monkeypatch.setattr(trainer_mod.nn.parallel, "DistributedDataParallel", DDP)
+    t = Trainer(tiny.cfg())
+    t.device = torch.device(device)
+    t.dist = DistInfo(1, 2, t.device.index or 0, t.device)
+    t._build_model_and_optimizer()
+    assert built == [t.cfg] and broadcast == [t.raw_model] and wrapped == [(t.raw_model, device_ids)]
+    assert isinstance(t.model, DDP) and t.model.module is t.raw_model
+
+
+def test_each_rank_seeds_its_own_stream(tiny, monkeypatch):
+    from hrnet.engine.distributed import DistInfo
+
+    seeds: List[int] = []
+
+    class Stop(Exception):
+        pass
+
+    def stop(self):
+        raise Stop
+
+    monkeypatch.setattr(trainer_mod, "init_distributed", lambda device: DistInfo(3, 4, 3, torch.device("cpu")))
+    monkeypatch.setattr(trainer_mod, "seed_everything", seeds.append)
+    monkeypatch.setattr(Trainer, "_build_model_and_optimizer", stop)  # seeded before the model is built
+    with pytest.raises(Stop):
+        Trainer(tiny.cfg("SEED", 5)).fit()
+    assert seeds == [5 + 3]
+
+
+def test_train_resume_in_the_config_resumes_unless_the_caller_says(tiny):
+    Trainer(tiny.cfg("TRAIN.END_EPOCH", 1)).fit()
+    assert Trainer(tiny.cfg("TRAIN.RESUME", True)).resume is True
+    assert Trainer(tiny.cfg("TRAIN.RESUME", True), resume=False).resume is False
+    assert Trainer(tiny.cfg(), resume=True).resume is True
+    h = Trainer(tiny.cfg("TRAIN.RESUME", True, "TRAIN.END_EPOCH", 2)).fit()["history"]  # --resume from the config
+    assert [e["epoch"] for e in h] == [0, 1, 2]
+
+
+def test_a_rank_s_log_is_opened_for_its_rank(tiny, monkeypatch):
+    """Only rank 0 makes the run folder; each rank's log is opened with its rank (rank 0 writes train.log)."""
+    from hrnet.engine.distributed import DistInfo
+
+    opened: List[Any] = []
+
+    @contextlib.contextmanager
+    def run_log(run_dir, rank=0):
+        opened.append((run_dir, rank))
+        yield
+
+    def setup(self):
+        self.dist = DistInfo(3, 4, 3, torch.device("cpu"))
+        self.device = self.dist.device
+
+    monkeypatch.setattr(rr, "run_log", run_log)
+    monkeypatch.setattr(Trainer, "_setup_device", setup)
+    monkeypatch.setattr(Trainer, "_build_model_and_optimizer", lambda self: None)
+    monkeypatch.setattr(Trainer, "_claim_run_dir", lambda self: None)
+    monkeypatch.setattr(Trainer, "_run", lambda self, checkpoint: "ran")
+    t = Trainer(tiny.cfg())
+    assert t.fit() == "ran"
+    assert opened == [(t.run_dir, 3)] and not os.path.exists(t.run_dir)
+
+
 def test_each_iteration_trains_at_the_warm_up_then_epoch_lr(tiny):
     cfg = tiny.cfg("TRAIN.WARMUP_ITERS", 4, "TRAIN.WARMUP_FACTOR", 0.5)
     trainer = Trainer(cfg)
@@ -318,7 +453,8 @@ def test_without_workers_each_epoch_seeds_the_augmentation_from_the_loader_gener
     assert epochs[0] == {first} and len(epochs[1]) == 1 and epochs[1] != epochs[0]
 
 
-def test_the_loss_is_read_back_every_print_freq_iterations(tiny, monkeypatch):
+@pytest.mark.parametrize("freq", [1, 2])
+def test_the_loss_is_read_back_every_print_freq_iterations(tiny, monkeypatch, freq):
     updates: List[Any] = []
 
     class Recording(trainer_mod.EpochProgress):
@@ -327,12 +463,88 @@ def test_the_loss_is_read_back_every_print_freq_iterations(tiny, monkeypatch):
             super().update(it, global_step, loss)
 
     monkeypatch.setattr(trainer_mod, "EpochProgress", Recording)
-    Trainer(tiny.cfg("PRINT_FREQ", 2)).fit()
+    Trainer(tiny.cfg("PRINT_FREQ", freq)).fit()
     l = tiny.losses
-    # the window restarts with each epoch: step 4's mean is of its own epoch's one iteration
     assert [u[:2] for u in updates] == [(0, 1), (1, 2), (2, 3), (0, 4), (1, 5), (2, 6)]
-    assert [u[2] for u in updates] == pytest.approx([None, (l[0] + l[1]) / 2, None, l[3], None, (l[4] + l[5]) / 2],
-                                                    rel=1e-6)
+    if freq == 1:  # every iteration's own loss
+        assert [u[2] for u in updates] == pytest.approx(l, rel=1e-6)
+    else:  # the window restarts with each epoch: step 4's mean is of its own epoch's one iteration
+        assert [u[2] for u in updates] == pytest.approx([None, (l[0] + l[1]) / 2, None, l[3], None, (l[4] + l[5]) / 2],
+                                                        rel=1e-6)
+
+
+class _Writer:
+    """A SummaryWriter stand-in: the ``add_scalar`` points."""
+
+    def __init__(self) -> None:
+        self.points: List[Any] = []
+
+    def add_scalar(self, tag: str, value: float, step: int) -> None:
+        self.points.append((tag, value, step))
+
+
+def test_an_epoch_under_ddp_counts_every_rank_s_images_and_averages_their_losses(tiny, monkeypatch):
+    """Rank 0 of 2, simulated in one process whose partner reads the same losses (the all-reduce doubles):
+    the global batch, the throughput and the progress display count both ranks' images, the losses are
+    the means over the ranks, the data wait is within the epoch's time."""
+    from hrnet.engine.distributed import DistInfo
+
+    t = Trainer(tiny.cfg("TRAIN.END_EPOCH", 1))
+    t.fit()
+    made: List[Any] = []
+
+    class Recording(trainer_mod.EpochProgress):
+        def __init__(self, *args) -> None:
+            made.append(args)
+            super().__init__(*args)
+
+    monkeypatch.setattr(trainer_mod, "EpochProgress", Recording)
+    monkeypatch.setattr(trainer_mod, "all_reduce_sum", lambda v: v * 2)
+    load = _Hands.__getitem__
+
+    def slow(self, i):  # 5 ms a training sample: 20 ms a batch of waiting for data
+        if self.train:
+            time.sleep(0.005)
+        return load(self, i)
+
+    monkeypatch.setattr(_Hands, "__getitem__", slow)
+    t.dist, t.writer = DistInfo(0, 2, 0, torch.device("cpu")), _Writer()
+    first = len(tiny.losses)
+    out = t._train_one_epoch(1)
+    losses = tiny.losses[first:]
+    assert made == [(t.cfg, 1, N_TRAIN // BATCH, 2 * BATCH, True, t.writer)]
+    assert out["train_loss"] == pytest.approx(np.mean(losses), rel=1e-6)
+    assert out["img_per_s"] * out["train_time"] == pytest.approx(N_TRAIN // BATCH * 2 * BATCH, rel=1e-9)
+    assert 3 * 0.02 <= out["data_time"] <= out["train_time"] < 60.0  # every batch's wait, within the epoch
+    assert t.writer.points == [("train/loss_iter", pytest.approx(v, rel=1e-6), step)  # PRINT_FREQ 1
+                               for v, step in zip(losses, (4, 5, 6))]
+    assert t._mean_over_ranks(torch.tensor(3.0)) == 3.0
+
+
+@pytest.mark.parametrize("tty", [False, True])
+def test_validation_shows_a_progress_bar_on_a_terminal_only(tiny, monkeypatch, capsys, tty):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: tty)
+    Trainer(tiny.cfg("TRAIN.END_EPOCH", 1)).fit()
+    assert bool(re.search(r"test:\s+\d+%", capsys.readouterr().err)) == tty  # run_inference's bar
+
+
+def test_each_validation_first_takes_rank_0_s_bn_statistics(tiny, monkeypatch):
+    from hrnet.engine import validation
+
+    synced: List[Any] = []
+    monkeypatch.setattr(validation, "broadcast_buffers", lambda module: synced.append(module))
+    t = Trainer(tiny.cfg("TRAIN.END_EPOCH", 1))
+    t.fit()
+    assert synced == [t.raw_model] * 2  # steps 0 and 1: the trained model itself, not a wrapper
+
+
+def test_validation_metrics_follow_the_test_thresholds(tiny):
+    cfg = tiny.cfg("TEST.FAILURE_THRESHOLD", 0.05, "TEST.PCK_THRESHOLD", 0.1, "TRAIN.END_EPOCH", 1)
+    trainer = Trainer(cfg)
+    final = trainer.fit()["final"]  # the last validation's metrics
+    assert all(set(h["metrics"]) == set(final) for h in trainer.history)
+    assert "failure_rate@0.05" in final and "PCK@0.1" in final
+    assert "failure_rate@0.1" not in final and "PCK@0.2" not in final
 
 
 @pytest.mark.parametrize("clip", [0.0, 0.25])
@@ -468,11 +680,11 @@ def test_a_non_finite_loss_stops_before_the_step(tiny):
     metrics = _metrics(cfg, tiny)
     assert metrics["status"] == "diverged" and metrics["epochs_completed"] == 1
     assert load_checkpoint(os.path.join(tiny.run_dir(cfg), LATEST))["global_step"] == 3
-    assert str(e.value) in _log(cfg, tiny)
+    assert f"ERROR {e.value}" in [re.sub(r"^\S+ \S+ ", "", line) for line in _log(cfg, tiny).splitlines()]
 
 
 @pytest.mark.parametrize("error, status", [(RuntimeError("boom"), "failed"), (KeyboardInterrupt(), "interrupted")])
-def test_a_run_that_dies_records_why(tiny, error, status):
+def test_a_run_that_dies_records_why(tiny, capsys, error, status):
     cfg = tiny.cfg("TRAIN.END_EPOCH", 3)
 
     def die_at_4(n, loss):
@@ -486,7 +698,9 @@ def test_a_run_that_dies_records_why(tiny, error, status):
     metrics = _metrics(cfg, tiny)
     assert metrics["status"] == status and metrics["epochs_completed"] == 1
     log = _log(cfg, tiny)
-    assert f"run {status}: {type(error).__name__}: {error}" in log and "Traceback" in log
+    lines = [re.sub(r"^\S+ \S+ ", "", line) for line in log.splitlines()]
+    assert f"ERROR run {status}: {type(error).__name__}: {error}" in lines and "Traceback" in log
+    assert f"run {status}:" not in capsys.readouterr().err  # train.log only: the caller prints its one line
     assert holder_pid(tiny.run_dir(cfg)) is None
 
 
@@ -503,6 +717,7 @@ def test_a_run_that_fails_before_its_data_says_so(tiny, monkeypatch):
     metrics = _metrics(cfg, tiny)
     assert (metrics["status"], metrics["epochs_completed"], metrics["skipped"], metrics["history"]) == (
         "failed", 0, [], [])
+    assert (metrics["best_epoch"], metrics["best_NME"]) == (-1, None)  # no step validated: no best
 
 
 def test_a_failing_metrics_write_does_not_hide_the_error(tiny, monkeypatch):
@@ -646,7 +861,7 @@ def test_a_resume_writes_the_best_file_the_checkpoint_names(tiny, monkeypatch, s
 @pytest.mark.parametrize("nmes, best_epoch", [([0.5, 0.3], 1), ([0.3, 0.5], 0)], ids=["its_own_step", "an_earlier_best"])
 def test_a_resume_keeps_a_best_file_that_matches_the_history(tiny, monkeypatch, nmes, best_epoch):
     """A finished run resumed: model_best.pth, of the best step (the last one or an earlier one), is kept."""
-    calls = _scripted_nme(monkeypatch, nmes)
+    calls = _scripted_nme(monkeypatch, list(nmes))  # a copy: the parameter list outlives a run (mutmut reruns)
     cfg = tiny.cfg("TRAIN.END_EPOCH", 1)
     Trainer(cfg).fit()
     best_path = os.path.join(tiny.run_dir(cfg), BEST)
@@ -654,6 +869,39 @@ def test_a_resume_keeps_a_best_file_that_matches_the_history(tiny, monkeypatch, 
     calls.clear()
     Trainer(cfg, resume=True).fit()
     assert calls == [] and os.path.getmtime(best_path) == mtime and load_checkpoint(best_path)["epoch"] == best_epoch
+
+
+def test_the_valid_loss_is_the_mean_over_the_samples_also_of_one(tiny, monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "N_VALID", 1)
+    calls = _scripted_nme(monkeypatch, [0.5])
+    h = Trainer(tiny.cfg("TRAIN.END_EPOCH", 1)).fit()["history"]
+    assert len(calls) == 2 and [e["valid_loss"] for e in h] == pytest.approx([c["loss"] for c in calls], rel=1e-12)
+
+
+def test_a_resumed_run_without_a_new_best_keeps_the_best_file(tiny, monkeypatch):
+    """The resumed session validates no new best: nothing is pending, model_best.pth stays step 0's."""
+    _scripted_nme(monkeypatch, [0.3, 0.5, 0.6])
+    cfg = tiny.cfg("TRAIN.END_EPOCH", 1)
+    Trainer(cfg).fit()
+    best_path = os.path.join(tiny.run_dir(cfg), BEST)
+    mtime = os.path.getmtime(best_path)
+    result = Trainer(tiny.cfg("TRAIN.END_EPOCH", 2), resume=True).fit()
+    assert result["status"] == "finished" and [e["NME"] for e in result["history"]] == [0.3, 0.5, 0.6]
+    assert os.path.getmtime(best_path) == mtime and load_checkpoint(best_path)["epoch"] == 0
+
+
+def test_a_resume_without_the_best_file_of_an_earlier_step_rewrites_nothing(tiny, monkeypatch):
+    """model_best.pth of an earlier step lost: that step's weights are gone, so nothing is validated again
+    and the current step is not made best in its place."""
+    calls = _scripted_nme(monkeypatch, [0.3, 0.5])
+    cfg = tiny.cfg("TRAIN.END_EPOCH", 1)
+    Trainer(cfg).fit()
+    best_path = os.path.join(tiny.run_dir(cfg), BEST)
+    os.remove(best_path)
+    calls.clear()
+    result = Trainer(cfg, resume=True).fit()
+    assert calls == [] and not os.path.exists(best_path)
+    assert (result["best_epoch"], result["best_NME"]) == (0, 0.3)
 
 
 # ---------------------------------------------------------------------------- Lookahead's evaluated weights
@@ -694,7 +942,8 @@ def test_fast_weight_evaluation_scores_the_slow_ones_beside(tiny, monkeypatch):
     assert best["eval_weights"] == "fast" and _same_weights(best["state_dict"], calls[0]["weights"])
 
 
-def test_slow_weights_with_recalibrated_bn(tiny, monkeypatch):
+@pytest.mark.parametrize("batches", [1, 2])
+def test_slow_weights_with_recalibrated_bn(tiny, monkeypatch, batches):
     from hrnet.evaluation import evaluate
 
     recal: List[Any] = []
@@ -706,9 +955,9 @@ def test_slow_weights_with_recalibrated_bn(tiny, monkeypatch):
 
     monkeypatch.setattr(evaluate, "recalibrate_bn", recalibrate)
     calls = _scripted_nme(monkeypatch, [0.5, 0.45, 0.6, 0.4])
-    cfg = _lookahead(tiny, "TRAIN.LOOKAHEAD.BN_RECALIBRATE_BATCHES", 2, "TRAIN.END_EPOCH", 1)
+    cfg = _lookahead(tiny, "TRAIN.LOOKAHEAD.BN_RECALIBRATE_BATCHES", batches, "TRAIN.END_EPOCH", 1)
     h = Trainer(cfg).fit()["history"]
-    assert recal == [(2, 3, BATCH), (2, 3, BATCH)]
+    assert recal == [(batches, 3, BATCH), (batches, 3, BATCH)]
     assert [e["eval_weights"] for e in h] == ["slow+bn", "slow+bn"]
     # recalibrated slow weights differ from the fast ones even right after a sync: both evaluated
     assert [(e["NME"], e["NME_slow"], e["NME_fast"]) for e in h] == [(0.5, 0.5, 0.45), (0.6, 0.6, 0.4)]
@@ -736,7 +985,8 @@ def test_the_prediction_grid_is_drawn_at_each_validation(tiny, monkeypatch, heat
     drawn: List[Any] = []
     images: List[Any] = []
     monkeypatch.setattr(visualize, "gallery_samples", lambda ds, n: ("gallery", n))
-    monkeypatch.setattr(visualize, "gallery_heatmaps", lambda model, gallery, amp: drawn.append(gallery) or "hm")
+    monkeypatch.setattr(visualize, "gallery_heatmaps",
+                        lambda model, gallery, amp: drawn.append((model, gallery, amp)) or "hm")
     monkeypatch.setattr(visualize, "gallery_image",
                         lambda gallery, merged, hm: (gallery, len(merged["ann_id"]), hm))
 
@@ -745,7 +995,9 @@ def test_the_prediction_grid_is_drawn_at_each_validation(tiny, monkeypatch, heat
             images.append((tag, image, step, dataformats))
 
     monkeypatch.setattr(tensorboard, "SummaryWriter", Writer)
-    Trainer(tiny.cfg("TEST.VIS_IMAGES", 3, "TEST.VIS_HEATMAP", heatmaps, "TRAIN.END_EPOCH", 1)).fit()
+    t = Trainer(tiny.cfg("TEST.VIS_IMAGES", 3, "TEST.VIS_HEATMAP", heatmaps, "TRAIN.END_EPOCH", 1))
+    t.fit()
     hm = "hm" if heatmaps else None
     assert images == [(rr.TAG_PREDICTIONS, (("gallery", 3), N_VALID, hm), s, "HWC") for s in (0, 1)]
-    assert drawn == ([("gallery", 3)] * 2 if heatmaps else [])
+    # the heatmaps of the model evaluated, under the run's AMP policy
+    assert drawn == ([(t.raw_model, ("gallery", 3), t.amp)] * 2 if heatmaps else [])
