@@ -923,6 +923,7 @@ def test_colors_come_from_tab10_then_tab20():
     plt = figures._plt()
     assert figures._colors(3) == [plt.get_cmap("tab10")(i) for i in range(3)]
     assert figures._colors(10)[9] == plt.get_cmap("tab10")(9)
+    assert len(set(figures._colors(11))) == 11  # past ten arms, no two share a colour
     got = figures._colors(21)
     assert got[10] == plt.get_cmap("tab20")(10) and got[20] == plt.get_cmap("tab20")(0)
 
@@ -1021,6 +1022,11 @@ def test_plot_curves_legend_without_train_loss_and_without_pairs(saved):
         "no same-LR pair Lookahead(X), X with a finished seed"]
     rep["runs"] = [r for r in rep["runs"] if r["status"] != "finished"]
     assert not figures.plot_curves(rep, "none.png") and len(saved) == 1
+    eight = _curves_report(pairs=False, n_arms=8)
+    for r in eight["runs"]:
+        r["curves"]["train_loss"] = [None] * 3
+    assert figures.plot_curves(eight, "c8.png")
+    assert saved[-1][0].axes[2].get_legend()._ncols == 1  # 8 arms still fit one column
 
 
 def test_plot_curves_floor_legend_needs_floors(saved):
@@ -1354,11 +1360,13 @@ def test_gap_panel_draws_each_pair():
         (None, [1, 2], pytest.approx([-0.05, 0.02]), 0.6), (None, [1, 2], pytest.approx([-0.04, 0.02]), 0.6),
         ("la - adam (n=2)", [1, 2], pytest.approx([-0.045, 0.02]), 1.8)]
     assert [ln.get_alpha() for ln in ax.get_lines()[:2]] == [0.35, 0.35]
+    assert [ln.get_color() for ln in ax.get_lines()[:3]] == ["red"] * 3  # each seed in its pair's colour
     assert got[4][0] == "ls - sgd (n=1)" and ax.get_lines()[4].get_color() == "blue"  # the colour of its pair
     assert len(ax.collections) == 1  # the band of the pair with two seeds
     band = ax.collections[0].get_paths()[0].vertices[:, 1]
     s = stats.summarize([-0.05, -0.04])
     assert min(band) == pytest.approx(s.ci_low) and max(band) == pytest.approx(max(s.ci_high, 0.02 + 0))
+    assert any(y == pytest.approx(s.ci_high) for y in band)  # from the lower to the upper bound, not to 0
     assert [(lb, x, y, ls, lw) for lb, x, y, ls, lw in got[5:]] == [
         ("LR x factor", [1, 1], [0, 1], "-", 0.6), (None, [2, 2], [0, 1], "-", 0.6),
         (None, [0, 1], [0.0, 0.0], "-", 1.0)]
