@@ -26,9 +26,9 @@ def _in_tmp(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
 
-def _study_file(tmp_path, arms, seeds=(0, 1), extra=()):
-    """A study over the hand-made data set ``tmp_path/data``; ``arms``: (name, config, overrides, extra
-    arm keys as YAML text)."""
+def _study_file(tmp_path, arms, seeds=(0, 1), extra=(), file="hand.yaml"):
+    """A study ``tmp_path/file`` over the hand-made data set ``tmp_path/data``; ``arms``: (name, config
+    (in experiments/ unless absolute), overrides, extra arm keys as YAML text)."""
     from hrnet.study.plan.spec import load_study
 
     _data(str(tmp_path / "data"))
@@ -36,8 +36,10 @@ def _study_file(tmp_path, arms, seeds=(0, 1), extra=()):
              "overrides:", "  DATASET.FORMAT: coco", "  DATASET.ROOT: data", "  TRAIN.END_EPOCH: 3",
              "  TRAIN.LR_STEP: [1]", "  DATASET.MAX_TRAIN_SAMPLES: 128", *extra, "arms:"]
     for name, config, over, more in arms:
-        lines.append(f"  - {{name: {name}, config: {CFG}/{config}, overrides: {json.dumps(over)}{more}}}")
-    path = tmp_path / "hand.yaml"
+        config = config if os.path.isabs(config) else f"{CFG}/{config}"
+        lines.append(f"  - {{name: {name}, config: {config}, overrides: {json.dumps(over)}{more}}}")
+    path = tmp_path / file
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
     return load_study(str(path))
 
@@ -167,7 +169,7 @@ def test_collect_reads_each_field_of_the_run_folders(tmp_path):
             "not a dict",
             {"NME": 0.4, "NME_slow": 0.4, "NME_fast": 0.45, "train_loss": 1.5, "valid_loss": 0.004, "wall_time": 15.0},
             {"epoch": 2, "NME": 0.25, "NME_slow": 0.25, "NME_fast": float("nan"), "valid_loss": True, "wall_time": 25.0},
-            {"epoch": 3, "NME": "0.2", "eval_weights": "slow", "wall_time": 35.0}]
+            {"epoch": 4, "NME": "0.2", "eval_weights": "slow", "wall_time": 35.0}]  # epoch 3 not logged
     adam0 = _finished(0, 0.2, world=2, history=hist, machine=machine, final_NME=0.2, best_NME=float("inf"),
                       final={"PCK@0.2": 0.55, "AUC": "x", "EPE": 3.5})
     _write(out, "adam_seed0", adam0, sessions=[{"wall_s": 50.0, "exit_status": 0, "outcome": "finished"}])
@@ -187,7 +189,7 @@ def test_collect_reads_each_field_of_the_run_folders(tmp_path):
     assert (a0["PCK"], a0["AUC"], a0["EPE"]) == (0.55, None, 3.5)
     assert a0["curves"] == {"train_loss": [None, 1.5, None, None], "valid_loss": [None, 0.004, None, None],
                             "NME": [0.7, 0.4, 0.25, None], "NME_slow": [None, 0.4, 0.25, None],
-                            "NME_fast": [None, 0.45, None, None], "epoch": [0, 1, 2, 3]}
+                            "NME_fast": [None, 0.45, None, None], "epoch": [0, 1, 2, 4]}  # index 1 for no epoch
     assert a0["eval_weights"] == "slow" and a0["sessions"] == 1 and a0["machine"] == machine
     assert a0["code_versions"] == run_code_versions(adam0) and a0["code_version"] == a0["code_versions"][-1]["label"]
     assert a0["code_version"] != NOT_RECORDED
@@ -202,6 +204,7 @@ def test_collect_reads_each_field_of_the_run_folders(tmp_path):
     assert a1["status"] == "failed" and a1["reason"] == "exit status 1: RuntimeError: no space in out/runs/adam_seed1"
     assert a1["problems"] == ["metrics.json: bad hparams (None)"] and a1["hparams"] == {}
     assert a1["iterations"] == 3 * (128 // 32)  # no world_size: one process
+    assert (a1["best_NME"], a1["AUC"], a1["PCK"]) == (pytest.approx(0.28), 0.25, 0.6)  # finite: read by their keys
     # Never run: an empty record.
     assert (la0["status"], la0["reason"], la0["code_version"], la0["code_versions"]) == ("not run", "", None, [])
     assert la0["curves"] == {k: [] for k in ("train_loss", "valid_loss", "NME", "NME_slow", "NME_fast", "epoch")}
@@ -213,7 +216,7 @@ def test_collect_reads_each_field_of_the_run_folders(tmp_path):
 
 
 def test_collect_evaluates_the_finished_runs_on_the_real_photos(tmp_path, real_hands):
-    from hrnet.study.analyse.analysis import collect
+    from hrnet.study.analyse.analysis import analyse, collect
 
     study = _study_file(tmp_path, [("adam", "hand_adam.yaml", {}, "")], extra=[f"real_hands: {real_hands}"])
     out = tmp_path / "out"
@@ -224,6 +227,8 @@ def test_collect_evaluates_the_finished_runs_on_the_real_photos(tmp_path, real_h
     assert r0["real_hands"] == {"error": "no checkpoint_latest.pth and no cached result for these settings"}
     assert "real_hands" not in r1  # not finished: not evaluated
     assert all("real_hands" not in r for r in collect(study, str(out), evaluate_real=False))
+    real = analyse(study, [r0, r1], str(out))["real_hands"]  # the photos are here: no "source" of the numbers
+    assert real["available"] is True and real["folder"] == os.path.relpath(real_hands) and "source" not in real
 
 
 # ---------------------------------------------------------------------------- analyse: the arm entries and sections
@@ -244,9 +249,23 @@ def _four_arm_study(tmp_path):
     return study, out
 
 
-def test_analyse_builds_each_arm_entry_and_section(tmp_path):
+def _spy(monkeypatch, module, name: str) -> list:
+    """The positional arguments of each call of ``module.name`` (still called)."""
+    calls, real = [], getattr(module, name)
+
+    def spy(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, spy)
+    return calls
+
+
+def test_analyse_builds_each_arm_entry_and_section(tmp_path, monkeypatch):
     from hrnet.engine.run_record import hparams
+    from hrnet.study.analyse import analysis
     from hrnet.study.analyse.analysis import analyse, collect
+    from hrnet.study.analyse.answer import USER
     from hrnet.study.analyse.calibration import calibration
     from hrnet.study.analyse.rankings import ranking
     from hrnet.study.analyse.verdict import verdict
@@ -254,7 +273,14 @@ def test_analyse_builds_each_arm_entry_and_section(tmp_path):
 
     study, out = _four_arm_study(tmp_path)
     recs = collect(study, str(out))
+    trends, replicate_calls = _spy(monkeypatch, analysis, "trend"), _spy(monkeypatch, analysis, "replicate_arms")
     rep = analyse(study, list(reversed(recs)), str(out))
+    # The trend gets the runs of every arm but the replicate, the reference; the replicates are found from it.
+    by_arm, arms, reference, _ = trends[0]
+    assert {a: [r["name"] for r in rs] for a, rs in by_arm.items()} == {
+        "adam": ["adam_seed2", "adam_seed1", "adam_seed0"], "la": ["la_seed1", "la_seed0"], "adam_e6": [
+            "adam_e6_seed1", "adam_e6_seed0"]} and reference == "adam"
+    assert replicate_calls[0][1] == "adam"
     assert list(rep) == ["study", "scale", "iterations", "floors", "calibration", "runs", "arms", "length_variants",
                          "ranking", "comparisons", "same_lr", "trend", "lookahead", "sensitivity", "real_hands",
                          "key_lookahead", "lookahead_vs_user", "effective_step", "k_alpha_vs_key", "tuned",
@@ -270,6 +296,11 @@ def test_analyse_builds_each_arm_entry_and_section(tmp_path):
     assert rep["replicates"]["adam_again"]["final_NME"]["per_seed"] == {"0": 0.21}
     assert rep["ranking"] == ranking({a: rep["arms"][a] for a in ("adam", "la")})
     assert list(rep["comparisons"]) == ["la"] and rep["comparisons"]["la"]["final_NME"]["seeds"] == [0]
+    assert rep["comparisons"]["la"]["final_NME"]["family"] == USER  # reference_families, not one family "all"
+    spread = rep["machine_spread"]["replicates"]
+    assert [(e["arm"], e["of"]) for e in spread] == [("adam_again", "adam")]
+    row = spread[0]["per_seed"][0]
+    assert (row["seed"], row["final_NME_replicate"], row["final_NME_original"]) == (0, 0.21, 0.2)
     assert [p["key"] for p in rep["same_lr"]["pairs"]] == ["la - adam"] and list(rep["lookahead"]) == ["la"]
     assert rep["real_hands"]["available"] is False and rep["real_hands"]["folder"] is None
     assert "source" not in rep["real_hands"]
@@ -352,6 +383,7 @@ def test_analyse_says_when_the_real_photo_results_come_from_the_records(tmp_path
     real = rep["real_hands"]
     assert real["available"] is True and real["source"] == FROM_RECORDS and real["folder"] == "photos"
     assert real["per_arm"]["la"]["all"]["NME_per_seed"] == {"0": 0.2, "1": 0.24}
+    assert rep["study"]["real_hands"] == "photos"
 
 
 # ---------------------------------------------------------------------------- real photos
@@ -390,7 +422,7 @@ def test_committed_sets_are_those_most_caches_share(tmp_path):
     runs = [str(tmp_path / f"r{i}") for i in range(6)]
     _cache(runs[0], other)
     _cache(runs[1], common)
-    _cache(runs[2], common)
+    _cache(runs[2], {k: dict(reversed(list(v.items()))) for k, v in reversed(list(common.items()))})  # other order
     _cache(runs[3], other, version=1)  # an old cache: not counted
     _cache(runs[4], other, version=1)
     _cache(runs[5], {})  # no sets: not counted
@@ -487,6 +519,8 @@ def test_evaluate_real_hands_uses_a_cache_of_the_same_settings(tmp_path, monkeyp
     assert evaluate_real_hands(str(run), sets, "PCK@0.1", committed=shas) == {"a": {"NME": 0.3}} and len(calls) == 1
     # Another setting: evaluated again; an exception is one line of at most 300 characters.
     model.write_bytes(b"weights 2")
+    assert evaluate_real_hands(str(run), sets, "PCK@0.1", committed=shas) == {  # the checkpoint here is another model
+        "error": "the photos are not here and no cached result for these settings"}
     monkeypatch.setattr(real_photos, "_evaluate_real_hands",
                         lambda *a: (_ for _ in ()).throw(RuntimeError("bad\n  model " + "x" * 400)))
     err = evaluate_real_hands(str(run), sets, "PCK@0.1")["error"]
@@ -511,9 +545,10 @@ def _photo_sets(root, sizes):
     return {name: (str(root / name), "hands.json") for name in sizes}
 
 
-def test_evaluate_real_hands_runs_the_final_model_on_each_set_and_pooled(tmp_path):
+def test_evaluate_real_hands_runs_the_final_model_on_each_set_and_pooled(tmp_path, capfd):
     """A tiny untrained HRNet's checkpoint_latest.pth on two sets of random photos: per set and pooled
-    (NME is a mean over images, so the pooled NME is the sets' NMEs weighted by their image counts)."""
+    (NME is a mean over images, so the pooled NME is the sets' NMEs weighted by their image counts), at the
+    run's PCK threshold, without a progress bar."""
     import torch
 
     from hrnet.models.hrnet import build_model
@@ -521,7 +556,7 @@ def test_evaluate_real_hands_runs_the_final_model_on_each_set_and_pooled(tmp_pat
     from hrnet.study.analyse.real_photos import _evaluate_real_hands
 
     torch.manual_seed(0)
-    cfg = make_cfg(os.path.join(CFG, "hand_adam.yaml"), TINY + ["DEVICE", "cpu"])
+    cfg = make_cfg(os.path.join(CFG, "hand_adam.yaml"), TINY + ["DEVICE", "cpu", "TEST.PCK_THRESHOLD", "0.1"])
     cfg_path = tmp_path / "config.yaml"
     cfg_path.write_text(cfg.dump())
     model = build_model(cfg)
@@ -532,16 +567,18 @@ def test_evaluate_real_hands_runs_the_final_model_on_each_set_and_pooled(tmp_pat
                                    global_step=4, best_nme=1.0, best_epoch=0, history=[], rng=[], world_size=1,
                                    wall_time=0.0, config=cfg.dump()), ck)
     sets = _photo_sets(tmp_path / "photos", {"b": 3, "a": 2})
-    res = _evaluate_real_hands(str(cfg_path), ck, sets, "PCK@0.2")
+    capfd.readouterr()
+    res = _evaluate_real_hands(str(cfg_path), ck, sets, "PCK@0.1")
+    assert "%|" not in capfd.readouterr().err  # no tqdm bar in the report's output
     assert list(res) == ["b", "a", "all", "evaluated"]
     for name, n in (("a", 2), ("b", 3)):
-        assert set(res[name]) == {"NME", "PCK@0.2", "num_images"} and res[name]["num_images"] == n
-        assert 0 < res[name]["NME"] and 0 <= res[name]["PCK@0.2"] <= 1
-    assert res["all"]["num_images"] == 5 and set(res["all"]) == {"NME", "PCK@0.2", "num_images"}
+        assert set(res[name]) == {"NME", "PCK@0.1", "num_images"} and res[name]["num_images"] == n
+        assert 0 < res[name]["NME"] and 0 <= res[name]["PCK@0.1"] <= 1
+    assert res["all"]["num_images"] == 5 and set(res["all"]) == {"NME", "PCK@0.1", "num_images"}
     assert res["all"]["NME"] == pytest.approx((2 * res["a"]["NME"] + 3 * res["b"]["NME"]) / 5)
-    assert res["all"]["PCK@0.2"] == pytest.approx((2 * res["a"]["PCK@0.2"] + 3 * res["b"]["PCK@0.2"]) / 5)
+    assert res["all"]["PCK@0.1"] == pytest.approx((2 * res["a"]["PCK@0.1"] + 3 * res["b"]["PCK@0.1"]) / 5)
     assert res["evaluated"] == {"checkpoint": "checkpoint_latest.pth", "weights": "model", "epoch": 3, "notes": []}
-    assert _evaluate_real_hands(str(cfg_path), ck, {}, "PCK@0.2") == {}
+    assert _evaluate_real_hands(str(cfg_path), ck, {}, "PCK@0.1") == {}
 
 
 # ---------------------------------------------------------------------------- code versions
@@ -614,3 +651,47 @@ def test_provenance_names_every_kind_of_comparison_across_versions():
     assert provenance(report, by_arm)["comparisons_across_versions"][-1] == "trend change: la vs a"
     report["real_hands"] = {"available": False}
     assert provenance(report, by_arm)["comparisons_across_versions"][-1] == "trend change: la vs a"
+
+
+def test_collect_reads_the_arm_config_file_and_passes_its_pck_key(tmp_path, real_hands, monkeypatch):
+    """The run's config is its arm's file (batch, PCK threshold) with the overrides; the study file in
+    another folder than the working directory; an arm-like object without ``seed_priority``."""
+    from types import SimpleNamespace
+
+    from hrnet.study.analyse import analysis
+
+    config = tmp_path / "mine.yaml"
+    config.write_text("TRAIN:\n  OPTIMIZER: adam\n  LR: 0.0001\n  BATCH_SIZE_PER_GPU: 16\n"
+                      "TEST:\n  PCK_THRESHOLD: 0.1\n")
+    study = _study_file(tmp_path, [("adam", str(config), {}, "")], seeds=(0,), extra=[f"real_hands: {real_hands}"],
+                        file="studies/hand.yaml")
+    out = tmp_path / "out"
+    _write(out, "adam_seed0", _finished(0, 0.2, final={"PCK@0.1": 0.4, "PCK@0.2": 0.6}))
+    write_planned_configs(study, out)
+    calls = []
+    monkeypatch.setattr(analysis, "evaluate_real_hands", lambda run_dir, sets, pck_key, committed: calls.append(
+        (os.path.basename(run_dir), pck_key, committed)) or {"all": {}})
+    rec, = analysis.collect(study, str(out))
+    assert (rec["pck_key"], rec["PCK"], rec["iterations"]) == ("PCK@0.1", 0.4, 3 * (128 // 16))
+    assert calls == [("adam_seed0", "PCK@0.1", None)] and rec["real_hands"] == {"all": {}}
+    entry = analysis._arm_entry(study, study.arms[0], [rec], None)
+    assert entry["config"] == "../mine.yaml"  # relative to the study file's folder
+    arm = study.arms[0]
+    bare = SimpleNamespace(**{k: getattr(arm, k) for k in ("name", "config", "overrides", "seeds", "priority")})
+    assert analysis._arm_entry(study, bare, [rec], None)["seed_priority"] == {}
+
+
+def test_provenance_of_a_trend_line_of_three_lengths():
+    """The trend change of a line is between its shortest and longest points (not the middle one)."""
+    from hrnet.study.analyse.code_versions import provenance
+
+    arms = ["la1", "b1", "la2", "b2", "la3", "b3"]
+    runs = [{"name": f"{a}_seed0", "arm": a, "seed": 0, "status": "finished", "code_versions": [_v(i)]}
+            for i, a in enumerate(arms)]
+    points = [{"lookahead_arm": la, "base_arm": b, "comparison": {"seeds": [0]}}
+              for la, b in zip(arms[::2], arms[1::2])]
+    report = {"study": {"reference": "b1"}, "runs": runs, "comparisons": {}, "same_lr": {"pairs": []},
+              "trend": {"lines": [{"points": points, "change": {"seeds": [0]}}]}}
+    got = provenance(report, {r["arm"]: [r] for r in runs})["comparisons_across_versions"]
+    assert got == ["trend: la1 - b1", "trend: la2 - b2", "trend: la3 - b3", "trend change: la3 vs la1"]
+    assert report["trend"]["lines"][0]["change"]["code_versions"] == ["v0", "v1", "v4", "v5"]
