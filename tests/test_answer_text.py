@@ -210,6 +210,13 @@ def test_k_alpha_and_tuned_in_words():
         "(provisional until every LR of both grids is measured)."]
     tu["pairs"][0]["comparison"]["provisional"] = False
     assert at._tuned({"tuned": tu})[0].endswith("p 0.012, n=5, worse.")
+    tu["lines"]["B"]["best_at_edge"], tu["lines"]["L"]["best_at_edge"] = "highest", None
+    assert at._tuned({"tuned": tu})[0].endswith(
+        "p 0.012, n=5, worse; B's best is the highest LR of its grid, so its optimum may lie beyond the grid.")
+    tu["lines"]["L"]["best_at_edge"] = "lowest"
+    assert at._tuned({"tuned": tu})[0].endswith(
+        "worse; L's best is the lowest LR of its grid, so its optimum may lie beyond the grid; B's best is the "
+        "highest LR of its grid, so its optimum may lie beyond the grid.")
     assert at._tuned({}) == []
 
 

@@ -232,6 +232,7 @@ def test_tuned_compares_each_line_at_its_best_lr_on_common_seeds():
     assert adam["best_mean"] == pytest.approx(np.mean([0.19, 0.2, 0.17]))  # not 0.165 with seed 3
     la = got["lines"]["lookahead(adam) k5 alpha0.5"]
     assert la["best_arm"] == "la_lr2e-4" and la["planned_lrs"] == la["measured_lrs"] == [1e-4, 2e-4]
+    assert adam["best_at_edge"] == la["best_at_edge"] == "highest"  # neither grid brackets its optimum
     (pair,) = got["pairs"]
     assert (pair["lookahead_arm"], pair["base_arm"], pair["lookahead_lr"]) == ("la_lr2e-4", "adam_lr1e-3", 2e-4)
     assert pair["comparison"]["diffs"] == pytest.approx([0.005, 0.0, 0.02])
@@ -241,12 +242,22 @@ def test_tuned_compares_each_line_at_its_best_lr_on_common_seeds():
     again = tuned(dict(by_arm, **{"la_lr3e-4": []}), arms)
     assert again["lines"]["lookahead(adam) k5 alpha0.5"]["planned_lrs"] == [1e-4, 2e-4, 3e-4]
     assert again["pairs"][0]["comparison"]["provisional"] is True
+    assert again["lines"]["lookahead(adam) k5 alpha0.5"]["best_at_edge"] is None  # 2e-4 inside [1e-4, 3e-4]
     # A Lookahead line of one LR (a k x alpha point) has no grid to tune: no pair of its own.
     arms["la_k10"] = dict(_arm("lookahead(adam)", 1e-4, 10, 0.5), seeds=[0, 1, 2], overrides=["x", "y"],
                           final_NME={"n": 3, "per_seed": {"0": 0.1, "1": 0.1, "2": 0.1}})
     got = tuned(dict(by_arm, **{"la_lr3e-4": [], "la_k10": _records({0: 0.1, 1: 0.1, 2: 0.1})}), arms)
     assert got["lines"]["lookahead(adam) k10 alpha0.5"]["best_arm"] == "la_k10"
+    assert got["lines"]["lookahead(adam) k10 alpha0.5"]["best_at_edge"] is None  # one LR: no grid
     assert [p["lookahead_arm"] for p in got["pairs"]] == ["la_lr2e-4"]
+
+
+def test_a_best_lr_at_either_end_of_its_grid_is_flagged():
+    from hrnet.study.analyse.answer import _grid_edge
+
+    grid = [5e-5, 1e-4, 3e-4, 1e-3]
+    assert [_grid_edge(lr, grid) for lr in grid] == ["lowest", None, None, "highest"]
+    assert _grid_edge(1e-4, [1e-4]) is None and _grid_edge(1e-4, [1e-4, 1e-3]) == "lowest"
 
 
 # ---------------------------------------------------------------------------- effective time

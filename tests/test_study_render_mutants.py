@@ -651,14 +651,16 @@ def test_k_alpha_and_tuned_sections():
     assert answer_md._k_alpha({}) == answer_md._k_alpha({"k_alpha_vs_key": {"pairs": []}}) == []
     tu = {"tuned": {"label": "selected on the validation set", "lines": {
         "adam": {"planned_lrs": [1e-4, 1e-3], "measured_lrs": [1e-4], "seeds": [0, 1], "best_lr": 1e-4,
-                 "best_mean": 0.2},
+                 "best_mean": 0.2, "best_at_edge": "lowest"},
+        "sgd": {"planned_lrs": [1e-4, 1e-3, 1e-2], "measured_lrs": [1e-4, 1e-3], "seeds": [0], "best_lr": 1e-3,
+                "best_mean": 0.3, "best_at_edge": None},
         "lookahead(adam)": {"planned_lrs": [1e-4], "measured_lrs": [], "seeds": [], "best_lr": None,
                             "best_mean": None}},
         "pairs": [{"lookahead_arm": "la", "lookahead_lr": 2e-4, "base_arm": "adam", "base_lr": 1e-4,
                    "comparison": comp()}]}}
     assert answer_md._tuned(tu) == TUNED
     tu["tuned"]["pairs"] = []
-    assert answer_md._tuned(tu) == TUNED[:8] + [""]
+    assert answer_md._tuned(tu) == TUNED[:9] + [""]
     assert answer_md._tuned({}) == answer_md._tuned({"tuned": {"lines": {}}}) == []
 
 
@@ -667,12 +669,14 @@ TUNED = (
      '',
      "Each optimizer line at the LR of its grid with the lowest mean final NME on the line's common seeds, "
      'selected on the validation set; then Lookahead(X) - X at those LRs, paired by seed (a family of one '
-     'each), provisional while a line has LRs not yet measured.',
+     "each), provisional while a line has LRs not yet measured. A best LR at the grid's end means the grid "
+     "does not bracket that optimizer's optimum.",
      '',
-     '| line | LRs planned | LRs measured | common seeds | best LR | mean final NME at it |',
-     '|---|---|---|---|---|---|',
-     '| adam | 0.0001, 0.001 | 0.0001 | 0, 1 | 0.0001 | 0.2000 |',
-     '| lookahead(adam) | 0.0001 | - | none | - | - |',
+     "| line | LRs planned | LRs measured | common seeds | best LR | mean final NME at it | best at the grid's end |",
+     '|---|---|---|---|---|---|---|',
+     '| adam | 0.0001, 0.001 | 0.0001 | 0, 1 | 0.0001 | 0.2000 | yes, the lowest: the optimum may lie beyond |',
+     '| sgd | 0.0001, 0.001, 0.01 | 0.0001, 0.001 | 0 | 0.001 | 0.3000 | no |',
+     '| lookahead(adam) | 0.0001 | - | none | - | - | - |',
      '',
      '| pair (best LRs) | pairs | mean diff | 95% CI (unadjusted) | p | Holm p | seeds better / worse / tie '
      '| verdict | status |',
@@ -1611,8 +1615,15 @@ def test_small_values_and_lists_in_the_answer_sections():
     assert got[6].startswith("| la_k10 | 10 | 5e-05 | 3 |")
     tu = {"tuned": {"label": "x", "pairs": [], "lines": {
         "adam": {"planned_lrs": [5e-5, 1e-3], "measured_lrs": [5e-5, 1e-3], "seeds": [0], "best_lr": 5e-5,
-                 "best_mean": 0.2}}}}
-    assert answer_md._tuned(tu)[6] == "| adam | 5e-05, 0.001 | 5e-05, 0.001 | 0 | 5e-05 | 0.2000 |"
+                 "best_mean": 0.2, "best_at_edge": "lowest"}}}}
+    assert answer_md._tuned(tu)[6] == ("| adam | 5e-05, 0.001 | 5e-05, 0.001 | 0 | 5e-05 | 0.2000 | yes, the lowest: "
+                                       "the optimum may lie beyond |")
+    # A point of one LR has no grid to be at the end of; a grid of two not flagged is "no".
+    tu["tuned"]["lines"] = {"k10": {"planned_lrs": [1e-4], "measured_lrs": [1e-4], "seeds": [0], "best_lr": 1e-4,
+                                    "best_mean": 0.2, "best_at_edge": None},
+                            "two": {"planned_lrs": [1e-4, 2e-4], "measured_lrs": [1e-4, 2e-4], "seeds": [0],
+                                    "best_lr": 1e-4, "best_mean": 0.2, "best_at_edge": None}}
+    assert [row.rsplit("|", 2)[1] for row in answer_md._tuned(tu)[6:8]] == [" - ", " no "]
     et = _effective_time()
     et["effective_time"]["pairs"] = et["effective_time"]["pairs"][1:]
     et["effective_time"]["pairs"][0]["predicted_ratio"] = 5e-5

@@ -151,11 +151,21 @@ def _grid_lines(arms: Arms) -> Dict[str, Dict[str, Any]]:
         seeds = stats.common_seeds(values) if done else []
         means = {a: stats.mean_on_seeds(values[a], seeds) for a in done} if seeds else {}
         best = min(means, key=means.get) if means else None
-        lines[label] = {"family": arms[members[0]]["family"], "planned_lrs": sorted({arms[a]["lr"] for a in members}),
+        planned = sorted({arms[a]["lr"] for a in members})
+        lines[label] = {"family": arms[members[0]]["family"], "planned_lrs": planned,
                         "measured_lrs": sorted({arms[a]["lr"] for a in means}), "seeds": seeds,
                         "means": {a: means[a] for a in means}, "best_arm": best,
-                        "best_lr": arms[best]["lr"] if best else None, "best_mean": means.get(best)}
+                        "best_lr": arms[best]["lr"] if best else None, "best_mean": means.get(best),
+                        "best_at_edge": _grid_edge(arms[best]["lr"], planned) if best else None}
     return lines
+
+
+def _grid_edge(lr: float, planned: Sequence[float]) -> Optional[str]:
+    """``"highest"`` / ``"lowest"`` when a grid's best LR is its end: the grid does not bracket the
+    optimum, which may lie beyond it; None inside the grid or for a line of one LR (no grid)."""
+    if len(planned) < 2:
+        return None
+    return "highest" if lr == planned[-1] else "lowest" if lr == planned[0] else None
 
 
 def tuned(by_arm: Runs, arms: Arms) -> Dict[str, Any]:

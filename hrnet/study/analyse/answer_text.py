@@ -164,10 +164,13 @@ def _tuned(report: Mapping[str, Any]) -> List[str]:
         lines = [tu["lines"][p["lookahead_line"]], tu["lines"][p["base_line"]]]
         grid = "; ".join(f"{label} at {ln['best_lr']:g} ({len(ln['measured_lrs'])} of {len(ln['planned_lrs'])} LRs "
                          "measured)" for label, ln in zip((p["lookahead_line"], p["base_line"]), lines))
+        edges = [f"{label}'s best is the {ln['best_at_edge']} LR of its grid, so its optimum may lie beyond the grid"
+                 for label, ln in zip((p["lookahead_line"], p["base_line"]), lines) if ln.get("best_at_edge")]
         c = p["comparison"]
         out.append(f"Tuned against tuned, each optimizer at the best LR of its grid by final NME, {tu['label']}: "
                    f"{grid}; {p['lookahead_arm']} - {p['base_arm']} {interval(c, 'p')}, {c['verdict']}"
-                   + (" (provisional until every LR of both grids is measured)" if c["provisional"] else "") + ".")
+                   + (" (provisional until every LR of both grids is measured)" if c["provisional"] else "")
+                   + "".join(f"; {e}" for e in edges) + ".")
     return out
 
 

@@ -106,6 +106,13 @@ def _k_alpha(report: Mapping[str, Any]) -> List[str]:
     return md + [""]
 
 
+def _edge(line: Mapping[str, Any]) -> str:
+    """A grid whose best LR is its highest or lowest does not bracket the optimum."""
+    if line.get("best_at_edge"):
+        return f"yes, the {line['best_at_edge']}: the optimum may lie beyond"
+    return "no" if line["best_lr"] is not None and len(line["planned_lrs"]) > 1 else "-"
+
+
 def _tuned(report: Mapping[str, Any]) -> List[str]:
     tu = report.get("tuned") or {}
     if not tu.get("lines"):
@@ -113,11 +120,13 @@ def _tuned(report: Mapping[str, Any]) -> List[str]:
     md = ["## Tuned against tuned", "",
           f"Each optimizer line at the LR of its grid with the lowest mean final NME on the line's common seeds, "
           f"{tu['label']}; then Lookahead(X) - X at those LRs, paired by seed (a family of one each), provisional "
-          "while a line has LRs not yet measured.", ""]
-    md += table(["line", "LRs planned", "LRs measured", "common seeds", "best LR", "mean final NME at it"],
+          "while a line has LRs not yet measured. A best LR at the grid's end means the grid does not bracket "
+          "that optimizer's optimum.", ""]
+    md += table(["line", "LRs planned", "LRs measured", "common seeds", "best LR", "mean final NME at it",
+                 "best at the grid's end"],
                 [[label, ", ".join(f"{v:g}" for v in ln["planned_lrs"]),
                   ", ".join(f"{v:g}" for v in ln["measured_lrs"]) or "-", seeds_text(ln["seeds"]),
-                  fmt(ln["best_lr"], "g"), fmt(ln["best_mean"])] for label, ln in tu["lines"].items()])
+                  fmt(ln["best_lr"], "g"), fmt(ln["best_mean"]), _edge(ln)] for label, ln in tu["lines"].items()])
     if tu["pairs"]:
         md += ["", *table(["pair (best LRs)"] + COMP_HEAD + ["status"],
                           [[f"{p['lookahead_arm']} ({p['lookahead_lr']:g}) - {p['base_arm']} ({p['base_lr']:g})"]
