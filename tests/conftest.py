@@ -22,6 +22,15 @@ def real_hands() -> str:
     return REAL_HANDS
 
 
+@pytest.fixture(autouse=True)
+def _no_cpuinfo_from_an_earlier_test():
+    """/proc/cpuinfo reads are cached by path (hrnet/runtime/device.py), and a passing test's tmp_path is
+    deleted (setup.cfg), so a later test's fake cpuinfo can have the same path: every test starts empty."""
+    from hrnet.runtime import device
+
+    device._cpuinfo_field.cache_clear()
+
+
 def make_cfg(path: str = None, opts: Sequence[str] = (), freeze: bool = True):
     """``configs.load_config`` with overrides; a helper for tests."""
     from configs import load_config
