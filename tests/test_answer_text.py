@@ -10,7 +10,7 @@ import pytest
 
 from hrnet.study.analyse import answer_text as at
 from hrnet.study.analyse import stats
-from hrnet.study.analyse.trend import FEWER_LEARNED
+from hrnet.study.analyse.trend import FEWER_LEARNED, NOT_MEASURABLE
 from hrnet.study.analyse.words import comp_text, fmt, fmt_p, grouped
 
 NAN = float("nan")
@@ -274,8 +274,10 @@ def test_trend_change_in_words():
     assert at.trend_change_text(_line("shrinks", "towards Lookahead")).startswith(
         "Between the lengths where both arms learned (la_e12 to la) the gap shrinks (towards Lookahead): change ")
     assert at.trend_change_text(_line(stats.TOO_FEW)).startswith(
-        "Between the lengths where both arms learned (la_e12 to la) the gap not judged yet (too few seeds: fewer than "
+        "Between the lengths where both arms learned (la_e12 to la) the gap's change is not judged yet (too few seeds: fewer than "
         "3 seeds common to all four arms): change ")
+    assert at.trend_change_text(_line(NOT_MEASURABLE)).startswith(
+        "Between the lengths where both arms learned (la_e12 to la) the gap's change is not measurable at this n: change ")
     ln = _line(FEWER_LEARNED)
     assert at.trend_change_text(ln) == ("The change of the gap is not judged: fewer than two lengths where both arms "
                                         "learned (both learned at 12, 30 epochs).")

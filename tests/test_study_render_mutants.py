@@ -929,7 +929,9 @@ def test_colors_come_from_tab10_then_tab20():
     assert figures._colors(10)[9] == plt.get_cmap("tab10")(9)
     assert len(set(figures._colors(11))) == 11  # past ten arms, no two share a colour
     got = figures._colors(21)
-    assert got[10] == plt.get_cmap("tab20")(10) and got[20] == plt.get_cmap("tab20")(0)
+    assert got[10] == plt.get_cmap("tab20")(10) and got[20] == plt.get_cmap("tab20b")(0)
+    assert len(set(figures._colors(40))) == 40  # 21 arms (this study) and up to 40 share no colour
+    assert figures._colors(41)[40] == plt.get_cmap("tab20")(0)
 
 
 def test_stack_keeps_the_epochs_every_run_has_a_value_of():

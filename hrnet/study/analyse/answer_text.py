@@ -6,7 +6,7 @@ from typing import Any, Dict, List, Mapping
 
 from hrnet.study.analyse import stats
 from hrnet.study.analyse.machines import spread_sentence
-from hrnet.study.analyse.trend import FEWER_LEARNED
+from hrnet.study.analyse.trend import FEWER_LEARNED, NOT_MEASURABLE
 from hrnet.study.analyse.words import fmt, fmt_p
 
 __all__ = ["answer_sentences", "closing_sentences", "family_sentences", "ranking_sentence", "trend_change_text",
@@ -219,7 +219,9 @@ def trend_change_text(ln: Mapping[str, Any]) -> str:
     word = c["trend"] if c["trend"] != stats.TOO_FEW else (f"not judged yet ({stats.TOO_FEW}: fewer than "
                                                           f"{stats.MIN_PAIRS} seeds common to all four arms)")
     word += f" ({c['direction']})" if c.get("direction") else ""
-    return (f"Between the lengths where both arms learned ({c['shortest']} to {c['longest']}) the gap {word}: change "
+    # "the gap grows / shrinks / holds / changes sign", but "the gap's change is not measurable / not judged yet"
+    subject = "the gap's change is" if c["trend"] in (NOT_MEASURABLE, stats.TOO_FEW) else "the gap"
+    return (f"Between the lengths where both arms learned ({c['shortest']} to {c['longest']}) {subject} {word}: change "
             f"{fmt(c['mean_diff'], '+.4f')} (95% CI [{fmt(c['ci_low'], '+.4f')}, {fmt(c['ci_high'], '+.4f')}], Holm p "
             f"{fmt_p(c['p_adjusted'])}, n={c['n']}; mean gap {fmt(c.get('gap_shortest'), '+.4f')} -> "
             f"{fmt(c.get('gap_longest'), '+.4f')}).")

@@ -27,8 +27,12 @@ def _plt():
 
 
 def _colors(n: int) -> List[Any]:
-    cmap = _plt().get_cmap("tab10" if n <= 10 else "tab20")
-    return [cmap(i % cmap.N) for i in range(n)]
+    """``n`` colours: tab10 up to ten, then tab20 and tab20b, distinct up to 40 (then they repeat)."""
+    plt = _plt()
+    if n <= 10:
+        return [plt.get_cmap("tab10")(i) for i in range(n)]
+    pool = [plt.get_cmap(name)(i) for name in ("tab20", "tab20b") for i in range(20)]
+    return [pool[i % len(pool)] for i in range(n)]
 
 
 def _stack(runs: Sequence[Mapping[str, Any]], key: str):
